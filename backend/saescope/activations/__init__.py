@@ -1,0 +1,1 @@
+"""saescope.activations stage."""

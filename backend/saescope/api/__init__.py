@@ -1,0 +1,1 @@
+"""saescope.api stage."""

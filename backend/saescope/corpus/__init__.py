@@ -1,0 +1,1 @@
+"""saescope.corpus stage."""
