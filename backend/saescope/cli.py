@@ -1,0 +1,297 @@
+"""The `saescope` command line: one sub-command per stage, each a thin call into that stage.
+
+Owns argument parsing, turning options into the stages' pydantic configs, and printing errors. Every
+`SaescopeError` (and pydantic validation error) is printed as one clear message with exit status 2 and
+no traceback; stages are imported lazily so `--help` answers instantly.
+
+Stable forms (other tools script them):
+    saescope demo [--atlas DIR] [--no-serve]
+    saescope serve --atlas DIR [--host H] [--port P]
+    saescope train-sae --activations FILE --architecture {relu,topk,batchtopk,jumprelu} --d-sae N
+                       [--k K] [--l1 C] [--tokens N] [--seed S] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from saescope import __version__
+
+DEFAULT_ATLAS = Path("atlas")
+ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
+HOOK_HELP = (
+    "transformer_lens hook point, e.g. blocks.0.mlp.hook_post, blocks.0.hook_resid_post, "
+    "blocks.0.hook_mlp_out, blocks.0.hook_attn_out, blocks.0.attn.hook_z"
+)
+
+
+def _print_json(payload: object) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- command handlers
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from saescope.builtin_atlas import BuiltinAtlasConfig, build_builtin_atlas
+
+    config = BuiltinAtlasConfig.tiny() if args.tiny else BuiltinAtlasConfig()
+    config = config.model_copy(update={"seed": args.seed})
+    report = build_builtin_atlas(args.atlas, config, device=args.device)
+    print(report.summary())
+    if not args.no_serve:
+        _serve(args.atlas, None, args.host, args.port, args.device)
+
+
+def cmd_train_lm(args: argparse.Namespace) -> None:
+    from saescope.lm.builtin import BuiltinLMConfig, build_builtin_lm
+
+    overrides = {"seed": args.seed}
+    if args.tokens is not None:
+        overrides["train_tokens"] = args.tokens
+    config = BuiltinLMConfig(**overrides)
+    report = build_builtin_lm(config, args.out)
+    _print_json(report.model_dump())
+
+
+def cmd_train_sae(args: argparse.Namespace) -> None:
+    if args.activations is None and args.model is None:
+        raise_config("train-sae needs --activations FILE, or --model LOCATION with --hook HOOK")
+    from saescope.dictionaries.training import SAETrainingConfig
+
+    config_fields: dict[str, object] = {
+        "architecture": args.architecture,
+        "d_sae": args.d_sae,
+        "seed": args.seed,
+    }
+    for name in ("k", "l1", "tokens", "lr", "batch_size"):
+        value = getattr(args, name)
+        if value is not None:
+            config_fields[name] = value
+    config = SAETrainingConfig(**config_fields)
+    if args.activations is not None:
+        from saescope.dictionaries.training import train_sae_from_file
+
+        result = train_sae_from_file(
+            args.activations, config, args.out, checkpoint_every=args.checkpoint_every, resume=not args.no_resume
+        )
+    else:
+        from saescope.builtin_atlas import train_sae_on_model
+
+        result = train_sae_on_model(args.model, args.hook, config, args.out, device=args.device)
+    print(f"saved {args.architecture} SAE with {args.d_sae} features to {args.out}")
+    if hasattr(result, "summary"):
+        print(result.summary())
+
+
+def cmd_cache_activations(args: argparse.Namespace) -> None:
+    from saescope.builtin_atlas import cache_activations_to_file
+
+    path = cache_activations_to_file(args.model, args.hook, args.tokens, args.out, device=args.device, seed=args.seed)
+    print(f"wrote activations to {path}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from saescope.builtin_atlas import evaluate_sae_folder
+
+    metrics = evaluate_sae_folder(args.model, args.sae, n_contexts=args.contexts, device=args.device)
+    _print_json(metrics.model_dump())
+
+
+def cmd_precompute(args: argparse.Namespace) -> None:
+    from saescope.builtin_atlas import precompute_folders
+
+    report = precompute_folders(
+        atlas=args.atlas,
+        model_location=args.model,
+        sae_folders=args.sae,
+        store_url=args.db,
+        n_contexts=args.contexts,
+        device=args.device,
+    )
+    print(report)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    _serve(args.atlas, args.db, args.host, args.port, args.device)
+
+
+def cmd_import_sae(args: argparse.Namespace) -> None:
+    from saescope.dictionaries.interop import import_sae
+
+    out = import_sae(args.path, args.out)
+    print(f"imported {args.path} -> {out}")
+
+
+def cmd_export_sae(args: argparse.Namespace) -> None:
+    from saescope.dictionaries.interop import export_sae
+
+    out = export_sae(args.path, args.out)
+    print(f"exported {args.path} -> {out} (SAELens v6 format)")
+
+
+def _serve(atlas: Path, db: str | None, host: str, port: int, device: str) -> None:
+    import uvicorn
+
+    from saescope.api.app import ApiSettings, create_app
+    from saescope.atlas_layout import AtlasLayout
+
+    layout = AtlasLayout(root=Path(atlas))
+    if db is None and not layout.sqlite_path.is_file():
+        raise_config(
+            f"no atlas at {atlas}: {layout.sqlite_path} does not exist. "
+            "Build one with `saescope demo --atlas DIR --no-serve` or `saescope precompute`."
+        )
+    settings = ApiSettings(store_url=layout.store_url(db), atlas_root=layout.root, device=device)
+    app = create_app(settings)
+    print(f"serving the saescope dashboard at http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def raise_config(message: str) -> None:
+    from saescope.errors import ConfigError
+
+    raise ConfigError(message)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saescope",
+        description="Train sparse autoencoders on a transformer's activations, precompute every feature, "
+        "and browse, probe and steer them in a browser or over a REST API.",
+    )
+    parser.add_argument("--version", action="version", version=f"saescope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add(
+        "demo",
+        cmd_demo,
+        "Build the built-in atlas (a 1-layer transformer trained on the Python standard library, its SAEs "
+        "and feature records) and serve it. Reuses whatever an earlier run built.",
+    )
+    p.add_argument("--atlas", type=Path, default=DEFAULT_ATLAS, help="atlas directory (default ./atlas)")
+    p.add_argument("--no-serve", action="store_true", help="build only; do not start the server")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    p.add_argument("--tiny", action="store_true", help="a tiny atlas in seconds (for smoke tests)")
+    _add_device(p)
+    _add_serve_options(p)
+
+    p = add("train-lm", cmd_train_lm, "Train the built-in language model and its tokenizer on the stdlib corpus.")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokens", type=int, default=None, help="training tokens (default: the built-in budget)")
+
+    p = add(
+        "train-sae",
+        cmd_train_sae,
+        "Train an SAE from an activation matrix file (.safetensors tensor 'activations' [n, d_in], or .npy) "
+        "or from a model's activations at a hook point; writes an SAELens-format folder.",
+    )
+    p.add_argument("--activations", type=Path, help="matrix file: .safetensors (tensor 'activations') or .npy")
+    p.add_argument("--model", help="instead of --activations: model location (checkpoint folder or hub name)")
+    p.add_argument("--hook", default="blocks.0.mlp.hook_post", help=HOOK_HELP)
+    p.add_argument("--architecture", choices=ARCHITECTURES, default="relu")
+    p.add_argument("--d-sae", dest="d_sae", type=int, required=True, help="number of features")
+    p.add_argument("--k", type=int, default=None, help="active latents per token (topk, batchtopk)")
+    p.add_argument("--l1", type=float, default=None, help="sparsity coefficient (relu: L1, jumprelu: L0)")
+    p.add_argument("--tokens", type=int, default=None, help="training tokens")
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="tokens per step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N tokens")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--out", type=Path, required=True, help="SAELens-format folder to write")
+    _add_device(p)
+
+    p = add(
+        "cache-activations",
+        cmd_cache_activations,
+        "Run the model over the corpus once and write hook-point activations to a matrix file for train-sae.",
+    )
+    p.add_argument("--model", required=True, help="model location (checkpoint folder or hub name)")
+    p.add_argument("--hook", default="blocks.0.mlp.hook_post", help=HOOK_HELP)
+    p.add_argument("--tokens", type=int, default=1_000_000, help="activation vectors to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help=".safetensors or .npy file to write")
+    _add_device(p)
+
+    p = add("evaluate", cmd_evaluate, "Evaluate an SAE folder on held-out tokens (L0, explained variance, CE...).")
+    p.add_argument("--model", required=True, help="model location (checkpoint folder or hub name)")
+    p.add_argument("--sae", type=Path, required=True, help="SAELens-format folder")
+    p.add_argument("--contexts", type=int, default=256, help="held-out contexts to evaluate on")
+    _add_device(p)
+
+    p = add(
+        "precompute",
+        cmd_precompute,
+        "Precompute every feature record of one or more SAE folders into an atlas store.",
+    )
+    p.add_argument("--atlas", type=Path, required=True, help="atlas directory")
+    p.add_argument("--model", required=True, help="model location (checkpoint folder or hub name)")
+    p.add_argument("--sae", type=Path, action="append", required=True, help="SAELens folder (repeatable)")
+    p.add_argument("--db", default=None, help="store URL (default: SQLite file ATLAS/atlas.db); "
+                   "e.g. postgresql+psycopg://user@host:5432/db")
+    p.add_argument("--contexts", type=int, default=2048, help="corpus contexts to scan")
+    _add_device(p)
+
+    p = add("serve", cmd_serve, "Serve an existing atlas: REST API under /api/v1 and the dashboard at /.")
+    p.add_argument("--atlas", type=Path, required=True, help="atlas directory")
+    p.add_argument("--db", default=None, help="store URL (default: SQLite file ATLAS/atlas.db)")
+    _add_device(p)
+    _add_serve_options(p)
+
+    p = add("import-sae", cmd_import_sae, "Import an SAELens folder (v6 or pre-6.0 cfg.json) as a saescope dictionary.")
+    p.add_argument("path", type=Path, help="SAELens folder")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (SAELens v6)")
+
+    p = add("export-sae", cmd_export_sae, "Export a saescope dictionary folder as an SAELens v6 folder.")
+    p.add_argument("path", type=Path, help="saescope dictionary folder")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from pydantic import ValidationError
+
+    from saescope.errors import SaescopeError
+
+    try:
+        args.handler(args)
+    except SaescopeError as exc:
+        print(f"saescope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        print(f"saescope {args.command}: error: invalid option: {problems}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"saescope {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
