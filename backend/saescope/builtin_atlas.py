@@ -1,0 +1,479 @@
+"""The built-in atlas, end to end: corpus -> model -> SAEs and baselines -> evaluation -> precompute.
+
+Owns the orchestration that `saescope demo` (and the model-based forms of `train-sae`, `evaluate`,
+`precompute`, `cache-activations`) run. Like `cli.py`, it sits above the stages and is the only module
+that calls all of them; it holds no algorithm of its own. Every step reuses what an earlier run left
+(a finished model checkpoint, a finished dictionary folder, a ready store entry), so a second run costs
+seconds, and every artefact is written to a temporary name and renamed when complete, so an interrupted
+run never leaves a half-written model, dictionary or store entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from saescope import __version__
+from saescope.analysis.config import PrecomputeConfig
+from saescope.atlas_layout import AtlasLayout
+from saescope.corpus.packing import PackedContexts, pack_documents
+from saescope.corpus.stdlib import stdlib_documents
+from saescope.devices import resolve_device
+from saescope.dictionaries.base import Dictionary, DictionaryMetadata
+from saescope.dictionaries.evaluation import DictionaryMetrics, evaluate_dictionary, load_metrics, save_metrics
+from saescope.dictionaries.saelens_format import load_dictionary, save_dictionary
+from saescope.dictionaries.training import SAETrainingConfig, TrainingResult, train_saes
+from saescope.errors import ConfigError, NotFoundError
+from saescope.lm.builtin import BuiltinLMConfig, LMBuildReport, build_builtin_lm
+from saescope.lm.loading import load_lm
+from saescope.activations.stream import iter_activation_batches
+
+BUILTIN_MODEL_ID = "builtin-stdlib-1l"
+CORPUS_NAME = f"python-stdlib-{sys.version_info.major}.{sys.version_info.minor}"
+METRICS_FILE = "metrics.json"
+TRAINING_FILE = "training.json"
+
+
+class BuiltinAtlasConfig(BaseModel):
+    """What the built-in atlas contains. Defaults build in well under 15 minutes on 2 CPU cores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, description="Seed of every random choice (model, SAEs, context sampling).")
+    lm: BuiltinLMConfig = Field(default_factory=BuiltinLMConfig, description="The built-in language model.")
+    hook_name: str = Field("blocks.0.mlp.hook_post", description="Hook point the dictionaries read.")
+    sae_sizes: list[int] = Field(
+        [512, 4096], description="Features of each ReLU+L1 SAE, trained together in one pass (A/0, A/1)."
+    )
+    sae_l1: float | None = Field(None, ge=0, description="L1 coefficient (None: the trainer's default).")
+    sae_tokens: int = Field(2_000_000, ge=1, description="Training tokens (activation vectors) per SAE.")
+    sae_batch_size: int = Field(4096, ge=1, description="Tokens per SAE optimiser step.")
+    baselines: list[str] = Field(
+        ["neurons", "pca"], description="Baseline dictionaries built beside the SAEs (neurons, random, pca, ica)."
+    )
+    baseline_fit_tokens: int = Field(65_536, ge=1, description="Activation rows used to fit PCA/ICA/random.")
+    eval_contexts: int = Field(256, ge=1, description="Held-out contexts for the evaluation metrics.")
+    precompute_contexts: int = Field(2048, ge=1, description="Corpus contexts scanned by the precompute.")
+    precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig, description="Precompute options.")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "BuiltinAtlasConfig":
+        """An atlas in well under a minute (tiny model, two small SAEs, one baseline): tests, smoke runs."""
+        values: dict[str, Any] = dict(
+            lm=BuiltinLMConfig.tiny(),
+            sae_sizes=[64, 256],
+            sae_tokens=60_000,
+            sae_batch_size=512,
+            baselines=["neurons"],
+            baseline_fit_tokens=4096,
+            eval_contexts=32,
+            precompute_contexts=160,
+            precompute=PrecomputeConfig(top_k=8, n_intervals=4, examples_per_interval=2, n_random=3),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+class DictionaryBuild(BaseModel):
+    """One dictionary of the atlas and its held-out metrics."""
+
+    id: str
+    kind: str
+    architecture: str
+    d_sae: int
+    folder: str
+    reused: bool
+    seconds: float
+    metrics: dict[str, Any]
+
+
+class AtlasBuildReport(BaseModel):
+    """What a build produced, what it reused and how long each stage took."""
+
+    atlas: str
+    lm: LMBuildReport
+    dictionaries: list[DictionaryBuild]
+    precompute_reused: bool
+    seconds: dict[str, float] = Field(description="Wall-clock seconds per stage and in total.")
+
+    def summary(self) -> str:
+        lines = [
+            f"atlas {self.atlas}: built in {self.seconds.get('total', 0):.0f} s "
+            + " ".join(f"({k} {v:.0f} s)" for k, v in self.seconds.items() if k != "total"),
+            f"model: held-out loss {self.lm.heldout_loss:.3f} nats "
+            f"(unigram baseline {self.lm.unigram_heldout_loss:.3f}){' [reused]' if self.lm.reused else ''}",
+            f"{'dictionary':<16}{'L0':>8}{'expl.var':>10}{'CE rec.':>9}{'dead':>7}",
+        ]
+        for d in self.dictionaries:
+            m = d.metrics
+            ev = m.get("explained_variance")
+            ce = m.get("ce_recovered")
+            lines.append(
+                f"{d.id:<16}{m.get('l0', float('nan')):>8.1f}"
+                f"{(ev if ev is not None else float('nan')):>10.3f}"
+                f"{(ce if ce is not None else float('nan')):>9.3f}{m.get('dead', 0):>7}"
+                + ("  [reused]" if d.reused else "")
+            )
+        if self.precompute_reused:
+            lines.append("feature records: reused (store is up to date)")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def hook_display_prefix(hook_name: str) -> str:
+    """OpenMOSS-style feature prefix: blocks.3.mlp.hook_post -> L3M, hook_attn_out -> L3A, resid -> L3R."""
+    parts = hook_name.split(".")
+    layer = parts[1] if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else "?"
+    if "mlp" in hook_name:
+        letter = "M"
+    elif "attn" in hook_name:
+        letter = "A"
+    else:
+        letter = "R"
+    return f"L{layer}{letter}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ("cfg.json", "sae_weights.safetensors", METRICS_FILE))
+
+
+def _write_dictionary_folder(
+    folder: Path,
+    dictionary: Dictionary,
+    metrics: DictionaryMetrics,
+    extra: dict[str, Any],
+) -> None:
+    """Write weights, metrics and training notes to `folder` atomically (temp folder, then rename)."""
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    log10 = metrics.log10_density() if metrics.feature_density is not None else None
+    save_dictionary(dictionary, partial, log10_sparsity=log10)
+    save_metrics(metrics, partial)
+    (partial / TRAINING_FILE).write_text(json.dumps(extra, indent=2, default=str))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+
+
+def _contexts(documents_split: str, lm_config: BuiltinLMConfig, tokenizer: Any, n: int, seed: int) -> PackedContexts:
+    docs = stdlib_documents(
+        documents_split,
+        heldout_fraction=lm_config.heldout_fraction,
+        max_files=lm_config.corpus_max_files,
+        include_tests=lm_config.corpus_include_tests,
+    )
+    return pack_documents(docs, tokenizer, lm_config.n_ctx, max_contexts=n, seed=seed)
+
+
+def _shuffled_rows(tokens: np.ndarray, seed: int) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(tokens.shape[0])
+    return tokens[order]
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _train_missing_saes(
+    model: Any,
+    layout: AtlasLayout,
+    config: BuiltinAtlasConfig,
+    missing: list[int],
+    heldout: PackedContexts,
+    metadata: DictionaryMetadata,
+) -> list[DictionaryBuild]:
+    """Train every missing SAE size together in one pass over streamed activations, then evaluate."""
+    started = time.perf_counter()
+    n_ctx = config.lm.n_ctx
+    n_contexts = int(np.ceil(config.sae_tokens / (n_ctx - 1))) + 1
+    train = _contexts("train", config.lm, model.tokenizer, n_contexts, config.seed)
+    if len(train) * (n_ctx - 1) < config.sae_tokens:
+        # Fewer distinct contexts than the budget: cycle over them in fresh orders (more epochs).
+        reps = int(np.ceil(config.sae_tokens / (len(train) * (n_ctx - 1))))
+        token_rows = np.concatenate([_shuffled_rows(train.tokens, config.seed + r) for r in range(reps)])
+    else:
+        token_rows = _shuffled_rows(train.tokens, config.seed)
+    trainer_configs = [
+        SAETrainingConfig(
+            architecture="relu",
+            d_sae=size,
+            l1=config.sae_l1,
+            tokens=config.sae_tokens,
+            batch_size=config.sae_batch_size,
+            seed=config.seed,
+        )
+        for size in missing
+    ]
+    batches = iter_activation_batches(model, token_rows, config.hook_name, contexts_per_batch=32)
+    results: list[TrainingResult] = train_saes(trainer_configs, batches, metadata, progress=True)
+    train_seconds = time.perf_counter() - started
+    builds = []
+    for size, result in zip(missing, results):
+        t0 = time.perf_counter()
+        metrics = evaluate_dictionary(model, result.dictionary, heldout.tokens, config.hook_name)
+        name = f"relu-{size}"
+        _write_dictionary_folder(
+            layout.dictionary_dir(name),
+            result.dictionary.cpu(),
+            metrics,
+            {
+                "config": result.config.model_dump(),
+                "history": result.history,
+                "normalization_scale": result.normalization_scale,
+                "training_contexts": len(train),
+                "seconds_training_shared": train_seconds,
+            },
+        )
+        builds.append(
+            DictionaryBuild(
+                id=name, kind="sae", architecture=result.dictionary.architecture, d_sae=size,
+                folder=str(layout.dictionary_dir(name)), reused=False,
+                seconds=train_seconds / len(missing) + time.perf_counter() - t0,
+                metrics=metrics.model_dump(mode="json"),
+            )
+        )
+    return builds
+
+
+def _build_baseline(
+    model: Any,
+    layout: AtlasLayout,
+    config: BuiltinAtlasConfig,
+    kind: str,
+    heldout: PackedContexts,
+    metadata: DictionaryMetadata,
+) -> DictionaryBuild:
+    from saescope.dictionaries.baselines import fit_baseline
+
+    t0 = time.perf_counter()
+    n_contexts = int(np.ceil(config.baseline_fit_tokens / (config.lm.n_ctx - 1)))
+    fit = _contexts("train", config.lm, model.tokenizer, n_contexts, config.seed + 1)
+    rows = torch.cat(list(iter_activation_batches(model, fit.tokens, config.hook_name)))[: config.baseline_fit_tokens]
+    dictionary = fit_baseline(kind, rows, seed=config.seed, metadata=metadata)  # type: ignore[arg-type]
+    metrics = evaluate_dictionary(model, dictionary, heldout.tokens, config.hook_name)
+    _write_dictionary_folder(
+        layout.dictionary_dir(kind), dictionary.cpu(), metrics, {"baseline": kind, "fit_rows": int(rows.shape[0])}
+    )
+    return DictionaryBuild(
+        id=kind, kind=dictionary.kind, architecture=dictionary.architecture, d_sae=dictionary.d_sae,
+        folder=str(layout.dictionary_dir(kind)), reused=False, seconds=time.perf_counter() - t0,
+        metrics=metrics.model_dump(mode="json"),
+    )
+
+
+def _reused_build(layout: AtlasLayout, name: str) -> DictionaryBuild:
+    folder = layout.dictionary_dir(name)
+    dictionary = load_dictionary(folder)
+    return DictionaryBuild(
+        id=name, kind=dictionary.kind, architecture=dictionary.architecture, d_sae=dictionary.d_sae,
+        folder=str(folder), reused=True, seconds=0.0,
+        metrics=load_metrics(folder).model_dump(mode="json"),
+    )
+
+
+def build_builtin_atlas(
+    atlas: str | Path, config: BuiltinAtlasConfig | None = None, device: str = "auto"
+) -> AtlasBuildReport:
+    """Build (or reuse) the built-in atlas in `atlas`: model, SAEs, baselines, evaluation, feature records."""
+    from saescope.store.publish import publish_is_current, precompute_and_publish
+
+    config = config or BuiltinAtlasConfig()
+    layout = AtlasLayout(root=Path(atlas))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    torch_device = resolve_device(device)
+    seconds: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    t0 = time.perf_counter()
+    lm_config = config.lm.model_copy(update={"seed": config.seed})
+    lm_report = build_builtin_lm(lm_config, layout.model_dir, device=torch_device)
+    model = load_lm(layout.model_dir, device=torch_device)
+    seconds["model"] = time.perf_counter() - t0
+
+    metadata = DictionaryMetadata(
+        model_name=BUILTIN_MODEL_ID,
+        hook_name=config.hook_name,
+        context_size=config.lm.n_ctx,
+        prepend_bos=True,
+        dataset_path=CORPUS_NAME,
+    )
+    t0 = time.perf_counter()
+    heldout = _contexts("heldout", config.lm, model.tokenizer, config.eval_contexts, config.seed)
+    names = [f"relu-{s}" for s in config.sae_sizes]
+    missing = [s for s, n in zip(config.sae_sizes, names) if not _folder_is_complete(layout.dictionary_dir(n))]
+    trained = {b.id: b for b in _train_missing_saes(model, layout, config, missing, heldout, metadata)} if missing else {}
+    builds = [trained.get(n) or _reused_build(layout, n) for n in names]
+    seconds["saes"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for kind in config.baselines:
+        if _folder_is_complete(layout.dictionary_dir(kind)):
+            builds.append(_reused_build(layout, kind))
+        else:
+            builds.append(_build_baseline(model, layout, config, kind, heldout, metadata))
+    seconds["baselines"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    entries = _dictionary_entries(layout, builds, config, lm_report)
+    store_url = layout.store_url()
+    reused_store = publish_is_current(store_url, layout.root, entries)
+    if not reused_store:
+        contexts = _contexts("train", config.lm, model.tokenizer, config.precompute_contexts, config.seed + 2)
+        precompute_and_publish(
+            store_url=store_url,
+            atlas_root=layout.root,
+            model=model,
+            model_info=_model_info(lm_report),
+            dictionaries=entries,
+            contexts=contexts,
+            config=config.precompute.model_copy(update={"device": str(torch_device)}),
+            work_dir=layout.work_dir / "precompute",
+        )
+    seconds["precompute"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+
+    report = AtlasBuildReport(
+        atlas=str(layout.root), lm=lm_report, dictionaries=builds, precompute_reused=reused_store, seconds=seconds
+    )
+    (layout.root / "build_report.json").write_text(report.model_dump_json(indent=2))
+    return report
+
+
+def _model_info(lm_report: LMBuildReport) -> Any:
+    from saescope.store.publish import ModelInfo
+
+    return ModelInfo(
+        id=BUILTIN_MODEL_ID,
+        source="builtin",
+        location="model",
+        tokenizer="model/tokenizer",
+        metrics={
+            "heldout_loss": lm_report.heldout_loss,
+            "unigram_heldout_loss": lm_report.unigram_heldout_loss,
+            "train_tokens": lm_report.train_tokens,
+            "corpus": CORPUS_NAME,
+        },
+    )
+
+
+def _dictionary_entries(
+    layout: AtlasLayout, builds: list[DictionaryBuild], config: BuiltinAtlasConfig, lm_report: LMBuildReport
+) -> list[Any]:
+    from saescope.store.publish import DictionaryEntry
+
+    entries = []
+    for build in builds:
+        folder = Path(build.folder)
+        dictionary = load_dictionary(folder)
+        training = json.loads((folder / TRAINING_FILE).read_text()) if (folder / TRAINING_FILE).is_file() else {}
+        hyper = dict(dictionary.hyperparameters())
+        hyper.update(training.get("config", {}) and {
+            k: training["config"].get(k) for k in ("l1", "lr", "tokens", "batch_size") if k in training["config"]
+        })
+        entries.append(
+            DictionaryEntry(
+                id=build.id,
+                dictionary=dictionary,
+                weights_path=str(folder.relative_to(layout.root)),
+                display_prefix=hook_display_prefix(config.hook_name),
+                hyperparameters=hyper,
+                metrics=build.metrics,
+                provenance={
+                    "model": BUILTIN_MODEL_ID,
+                    "model_fingerprint": lm_report.config_fingerprint,
+                    "hook_name": config.hook_name,
+                    "corpus": CORPUS_NAME,
+                    "training_tokens": training.get("config", {}).get("tokens"),
+                    "seed": config.seed,
+                    "saescope_version": __version__,
+                    "weights_sha256": file_sha256(folder / "sae_weights.safetensors"),
+                },
+            )
+        )
+    return entries
+
+
+# --------------------------------------------------------------------------- model-based CLI forms
+
+
+def _load_model_for_cli(location: str, device: str) -> Any:
+    try:
+        return load_lm(location, device=resolve_device(device))
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"model {location!r} not found: {exc}") from exc
+
+
+def _corpus_contexts(model: Any, split: str, n_contexts: int, seed: int) -> PackedContexts:
+    """Contexts of the offline stdlib corpus, tokenised with `model`'s tokenizer at its context size."""
+    if getattr(model, "tokenizer", None) is None:
+        raise ConfigError("the model has no tokenizer attached; saescope needs one to read the corpus")
+    n_ctx = min(int(model.cfg.n_ctx), 128)
+    docs = stdlib_documents(split)
+    return pack_documents(docs, model.tokenizer, n_ctx, max_contexts=n_contexts, seed=seed)
+
+
+def cache_activations_to_file(
+    model_location: str, hook_name: str, n_tokens: int, out: Path, device: str = "auto", seed: int = 0
+) -> Path:
+    """Write `n_tokens` activation rows of `model_location` at `hook_name` to a matrix file for train-sae."""
+    from saescope.activations.cache import save_activation_matrix
+
+    if n_tokens < 1:
+        raise ConfigError("--tokens must be positive")
+    if Path(out).suffix not in (".safetensors", ".npy"):
+        raise ConfigError(f"--out {out}: use a .safetensors or .npy file name")
+    model = _load_model_for_cli(model_location, device)
+    n_ctx = min(int(model.cfg.n_ctx), 128)
+    contexts = _corpus_contexts(model, "train", int(np.ceil(n_tokens / (n_ctx - 1))), seed)
+    rows = torch.cat([b.cpu() for b in iter_activation_batches(model, contexts.tokens, hook_name)])[:n_tokens]
+    return save_activation_matrix(rows, Path(out))
+
+
+def train_sae_on_model(
+    model_location: str, hook_name: str, config: SAETrainingConfig, out: Path, device: str = "auto"
+) -> TrainingResult:
+    """Train one SAE on activations streamed from `model_location` at `hook_name`; write an SAELens folder."""
+    model = _load_model_for_cli(model_location, device)
+    n_ctx = min(int(model.cfg.n_ctx), 128)
+    contexts = _corpus_contexts(model, "train", int(np.ceil(config.tokens / (n_ctx - 1))) + 1, config.seed)
+    heldout = _corpus_contexts(model, "heldout", 128, config.seed)
+    metadata = DictionaryMetadata(
+        model_name=str(model_location), hook_name=hook_name, context_size=n_ctx, dataset_path=CORPUS_NAME
+    )
+    batches = iter_activation_batches(model, _shuffled_rows(contexts.tokens, config.seed), hook_name)
+    result = train_saes([config], batches, metadata, progress=True)[0]
+    metrics = evaluate_dictionary(model, result.dictionary, heldout.tokens, hook_name)
+    _write_dictionary_folder(
+        Path(out), result.dictionary.cpu(), metrics,
+        {"config": config.model_dump(), "history": result.history, "normalization_scale": result.normalization_scale},
+    )
+    return result
+
+
+def evaluate_sae_folder(model_location: str, folder: Path, n_contexts: int = 256, device: str = "auto") -> DictionaryMetrics:
+    """Evaluate a dictionary folder on held-out stdlib contexts and write metrics.json beside it."""
+    if n_contexts < 1:
+        raise ConfigError("--contexts must be positive")
+    dictionary = load_dictionary(Path(folder))
+    model = _load_model_for_cli(model_location, device)
+    heldout = _corpus_contexts(model, "heldout", n_contexts, 0)
+    metrics = evaluate_dictionary(model, dictionary, heldout.tokens)
+    save_metrics(metrics, Path(folder))
+    return metrics
