@@ -10,7 +10,6 @@ run never leaves a half-written model, dictionary or store entry behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from saescope import __version__
 from saescope.analysis.config import PrecomputeConfig
@@ -129,27 +129,6 @@ class AtlasBuildReport(BaseModel):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def hook_display_prefix(hook_name: str) -> str:
-    """OpenMOSS-style feature prefix: blocks.3.mlp.hook_post -> L3M, hook_attn_out -> L3A, resid -> L3R."""
-    parts = hook_name.split(".")
-    layer = parts[1] if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else "?"
-    if "mlp" in hook_name:
-        letter = "M"
-    elif "attn" in hook_name:
-        letter = "A"
-    else:
-        letter = "R"
-    return f"L{layer}{letter}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _folder_is_complete(folder: Path) -> bool:
@@ -292,7 +271,7 @@ def build_builtin_atlas(
     atlas: str | Path, config: BuiltinAtlasConfig | None = None, device: str = "auto"
 ) -> AtlasBuildReport:
     """Build (or reuse) the built-in atlas in `atlas`: model, SAEs, baselines, evaluation, feature records."""
-    from saescope.store.publish import publish_is_current, precompute_and_publish
+    from saescope.store.publish import precompute_and_publish
 
     config = config or BuiltinAtlasConfig()
     layout = AtlasLayout(root=Path(atlas))
@@ -333,7 +312,7 @@ def build_builtin_atlas(
     t0 = time.perf_counter()
     entries = _dictionary_entries(layout, builds, config, lm_report)
     store_url = layout.store_url()
-    reused_store = publish_is_current(store_url, layout.root, entries)
+    reused_store = store_is_current(store_url, layout.root, [e.id for e in entries])
     if not reused_store:
         contexts = _contexts("train", config.lm, model.tokenizer, config.precompute_contexts, config.seed + 2)
         precompute_and_publish(
@@ -341,7 +320,7 @@ def build_builtin_atlas(
             atlas_root=layout.root,
             model=model,
             model_info=_model_info(lm_report),
-            dictionaries=entries,
+            entries=entries,
             contexts=contexts,
             config=config.precompute.model_copy(update={"device": str(torch_device)}),
             work_dir=layout.work_dir / "precompute",
@@ -376,24 +355,19 @@ def _model_info(lm_report: LMBuildReport) -> Any:
 def _dictionary_entries(
     layout: AtlasLayout, builds: list[DictionaryBuild], config: BuiltinAtlasConfig, lm_report: LMBuildReport
 ) -> list[Any]:
-    from saescope.store.publish import DictionaryEntry
+    from saescope.store.publish import DictionaryEntry, display_prefix
 
     entries = []
     for build in builds:
         folder = Path(build.folder)
         dictionary = load_dictionary(folder)
         training = json.loads((folder / TRAINING_FILE).read_text()) if (folder / TRAINING_FILE).is_file() else {}
-        hyper = dict(dictionary.hyperparameters())
-        hyper.update(training.get("config", {}) and {
-            k: training["config"].get(k) for k in ("l1", "lr", "tokens", "batch_size") if k in training["config"]
-        })
         entries.append(
             DictionaryEntry(
                 id=build.id,
                 dictionary=dictionary,
                 weights_path=str(folder.relative_to(layout.root)),
-                display_prefix=hook_display_prefix(config.hook_name),
-                hyperparameters=hyper,
+                display_prefix=display_prefix(config.hook_name),
                 metrics=build.metrics,
                 provenance={
                     "model": BUILTIN_MODEL_ID,
@@ -403,11 +377,31 @@ def _dictionary_entries(
                     "training_tokens": training.get("config", {}).get("tokens"),
                     "seed": config.seed,
                     "saescope_version": __version__,
-                    "weights_sha256": file_sha256(folder / "sae_weights.safetensors"),
+                    "training": training.get("config") or {k: v for k, v in training.items() if k != "history"},
                 },
             )
         )
     return entries
+
+
+def store_is_current(store_url: str, atlas_root: Path, dictionary_ids: list[str]) -> bool:
+    """True when every dictionary id is ready in the store and its weights file is unchanged."""
+    from saescope.store.publish import stale_dictionaries
+    from saescope.store.reader import StoreReader
+
+    if store_url.startswith("sqlite") and not AtlasLayout(root=atlas_root).sqlite_path.is_file():
+        return False
+    try:
+        reader = StoreReader.from_url(store_url)
+        try:
+            ready = {d["id"] for d in reader.list_dictionaries()}
+        finally:
+            reader.close()
+    except SQLAlchemyError:  # an unreadable or schema-less store is simply not current: rebuild it
+        return False
+    if not set(dictionary_ids) <= ready:
+        return False
+    return not any(s.id in dictionary_ids for s in stale_dictionaries(store_url, atlas_root))
 
 
 # --------------------------------------------------------------------------- model-based CLI forms
@@ -477,3 +471,71 @@ def evaluate_sae_folder(model_location: str, folder: Path, n_contexts: int = 256
     metrics = evaluate_dictionary(model, dictionary, heldout.tokens)
     save_metrics(metrics, Path(folder))
     return metrics
+
+
+def _location_in_atlas(location: str, atlas_root: Path) -> str:
+    """A model/tokenizer location as stored: relative to the atlas root when inside it, else as given."""
+    path = Path(location)
+    if path.exists():
+        try:
+            return str(path.resolve().relative_to(atlas_root.resolve()))
+        except ValueError:
+            return str(path.resolve())
+    return location
+
+
+def precompute_folders(
+    atlas: Path,
+    model_location: str,
+    sae_folders: list[Path],
+    store_url: str | None = None,
+    n_contexts: int = 2048,
+    device: str = "auto",
+    config: PrecomputeConfig | None = None,
+) -> str:
+    """Precompute and publish the feature records of SAELens folders for one model into an atlas store."""
+    from saescope.lm.checkpoint import is_checkpoint_folder
+    from saescope.store.publish import DictionaryEntry, ModelInfo, display_prefix, precompute_and_publish
+
+    if n_contexts < 1:
+        raise ConfigError("--contexts must be positive")
+    layout = AtlasLayout(root=Path(atlas))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    torch_device = resolve_device(device)
+    model = _load_model_for_cli(model_location, device)
+    location = _location_in_atlas(model_location, layout.root)
+    source = "builtin" if is_checkpoint_folder(model_location) else ("local" if Path(model_location).exists() else "pretrained")
+    tokenizer_location = str(Path(location) / "tokenizer") if source == "builtin" else location
+    entries = []
+    for folder in sae_folders:
+        folder = Path(folder)
+        dictionary = load_dictionary(folder)
+        if dictionary.metadata.hook_name == "":
+            raise ConfigError(f"{folder}/cfg.json names no hook point (metadata.hook_name)")
+        metrics = load_metrics(folder).model_dump(mode="json") if (folder / METRICS_FILE).is_file() else {}
+        entries.append(
+            DictionaryEntry(
+                id=folder.name,
+                dictionary=dictionary,
+                weights_path=_location_in_atlas(str(folder), layout.root),
+                metrics=metrics,
+                display_prefix=display_prefix(dictionary.metadata.hook_name),
+                provenance={"model": str(model_location), "corpus": CORPUS_NAME, "saescope_version": __version__},
+            )
+        )
+    contexts = _corpus_contexts(model, "train", n_contexts, 2)
+    report = precompute_and_publish(
+        store_url=layout.store_url(store_url),
+        model=model,
+        model_info=ModelInfo(id=Path(model_location).name or str(model_location), source=source,
+                             location=location, tokenizer=tokenizer_location),
+        entries=entries,
+        contexts=contexts,
+        config=(config or PrecomputeConfig()).model_copy(update={"device": str(torch_device)}),
+        work_dir=layout.work_dir / "precompute",
+        atlas_root=layout.root,
+    )
+    return (
+        f"published {', '.join(report.dictionary_ids)}: {report.n_features} features, {report.n_examples} "
+        f"examples over {report.n_tokens} tokens in {report.timings.get('total', 0):.1f} s"
+    )
