@@ -1,0 +1,70 @@
+"""Shared session fixtures for the whole test suite.
+
+Fixtures here are built once per session in temporary folders, from real components at tiny sizes
+and fixed seeds. Add new shared fixtures in their own clearly titled section; keep stage-specific
+fixtures in tests/<stage>/conftest.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# --- corpus + lm (owner: helper "lm") -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a tiny trained saescope checkpoint (BuiltinLMConfig.tiny(): 1 layer, d_model 32,
+    d_mlp 128, n_heads 2, n_ctx 32, vocab 512, 120 steps on 12 stdlib files; a few seconds)."""
+    from saescope.lm.builtin import BuiltinLMConfig, build_builtin_lm
+
+    out = tmp_path_factory.mktemp("tiny_lm") / "model"
+    build_builtin_lm(BuiltinLMConfig.tiny(), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_lm_dir: Path):
+    """The tiny model loaded on CPU as a HookedTransformer (eval mode, tokenizer attached).
+    Shared by the whole session: do not change its weights or hooks (use `load_lm(tiny_lm_dir)` for a copy)."""
+    from saescope.lm.loading import load_lm
+
+    return load_lm(tiny_lm_dir, device="cpu")
+
+
+# --- the tiny atlas (owner: lead) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TinyAtlas:
+    """A real atlas built by the demo pipeline at tiny size: model, two SAEs, a baseline, records."""
+
+    root: Path
+    store_url: str
+    report: Any  # saescope.builtin_atlas.AtlasBuildReport
+
+
+TINY_ATLAS_SAE_SIZES = (64, 256)
+
+
+@pytest.fixture(scope="session")
+def tiny_atlas(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> TinyAtlas:
+    """`saescope demo --tiny` built once per session (reusing the `tiny_lm_dir` checkpoint as its model).
+
+    Holds dictionaries relu-64, relu-256 and neurons on blocks.0.mlp.hook_post, published to SQLite.
+    Read-only for tests: copy it (shutil.copytree) before changing anything.
+    """
+    from saescope.atlas_layout import AtlasLayout
+    from saescope.builtin_atlas import BuiltinAtlasConfig, build_builtin_atlas
+
+    root = tmp_path_factory.mktemp("tiny_atlas") / "atlas"
+    layout = AtlasLayout(root=root)
+    shutil.copytree(tiny_lm_dir, layout.model_dir)
+    config = BuiltinAtlasConfig.tiny(sae_sizes=list(TINY_ATLAS_SAE_SIZES), sae_tokens=30_000)
+    report = build_builtin_atlas(root, config, device="cpu")
+    return TinyAtlas(root=root, store_url=layout.sqlite_url, report=report)
