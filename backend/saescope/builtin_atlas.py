@@ -484,6 +484,14 @@ def _location_in_atlas(location: str, atlas_root: Path) -> str:
     return location
 
 
+def _model_id(model_location: str, layout: AtlasLayout) -> str:
+    """The store id of a model: the built-in id for the atlas's own model folder, else its name."""
+    path = Path(model_location)
+    if path.exists() and path.resolve() == layout.model_dir.resolve():
+        return BUILTIN_MODEL_ID
+    return path.name if path.exists() else model_location
+
+
 def precompute_folders(
     atlas: Path,
     model_location: str,
@@ -527,7 +535,7 @@ def precompute_folders(
     report = precompute_and_publish(
         store_url=layout.store_url(store_url),
         model=model,
-        model_info=ModelInfo(id=Path(model_location).name or str(model_location), source=source,
+        model_info=ModelInfo(id=_model_id(model_location, layout), source=source,
                              location=location, tokenizer=tokenizer_location),
         entries=entries,
         contexts=contexts,

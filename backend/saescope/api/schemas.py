@@ -109,6 +109,12 @@ class HistogramData(BaseModel):
     counts: list[float] = Field(default_factory=list, description="Count per bin.")
 
 
+class DensityHistogram(HistogramData):
+    """Histogram of log10 firing density over a dictionary's features that fire."""
+
+    dead: int = Field(0, description="Features that never fire (density 0), not in the bins.")
+
+
 class FeatureSummary(BaseModel):
     """One row of a feature list."""
 

@@ -1,13 +1,19 @@
 """Reading and writing dictionaries as SAELens folders (`cfg.json` + `sae_weights.safetensors`).
 
-Owns the on-disk format: v6 `cfg.json` out; v6 and pre-6.0 configs in. Non-SAE dictionaries
-(baselines) are written in the same format with `architecture: standard` and their saescope kind
-recorded under `metadata.saescope_kind` so they load back as themselves.
+Owns the on-disk format: v6 `cfg.json` out; v6 and pre-6.0 configs in (standard, topk, jumprelu;
+pre-6.0 flat fields `hook_point`/`hook_name`, `hook_layer`, `activation_fn_str` relu|topk with
+`activation_fn_kwargs {k}`, `finetuning_scaling_factor` folded into the decoder). Non-SAE
+dictionaries (baselines) are written in the same format with `architecture: standard` and their
+saescope kind recorded under `metadata.saescope_kind` (activation under
+`metadata.saescope_activation`) so they load back as themselves. Every malformed folder raises
+FormatError naming the path. Files are written atomically (temporary file, then rename). It does not
+train or evaluate.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +27,21 @@ from saescope.errors import FormatError
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSITY_FILE = "sparsity.safetensors"
+SAELENS_FORMAT_VERSION = "6.0.0"  # written when a dictionary carries no sae_lens_version
+BASELINE_KINDS = ("neurons", "random", "pca", "ica")
+# Run-time input normalisations that are the identity at inference in SAELens 6.
+_IDENTITY_NORMALIZATIONS = (None, False, "none", "expected_average_only_in")
 
 
 def dictionary_config(dictionary: Dictionary) -> dict[str, Any]:
     """The v6 `cfg.json` content for `dictionary`."""
     metadata = dictionary.metadata.model_dump()
     metadata["saescope_kind"] = dictionary.kind
+    # SAELens treats configs without a version as pre-6.0 (and drops the metadata block).
+    metadata.setdefault("sae_lens_version", SAELENS_FORMAT_VERSION)
+    extra = getattr(dictionary, "format_metadata", None)
+    if callable(extra):
+        metadata.update(extra())
     cfg: dict[str, Any] = {
         "architecture": dictionary.architecture,
         "d_in": dictionary.d_in,
@@ -35,71 +50,195 @@ def dictionary_config(dictionary: Dictionary) -> dict[str, Any]:
         "device": "cpu",
         "apply_b_dec_to_input": bool(getattr(dictionary, "apply_b_dec_to_input", True)),
         "normalize_activations": "none",
-        "reshape_activations": "none",
+        "reshape_activations": "hook_z" if "hook_z" in dictionary.metadata.hook_name else "none",
         "metadata": metadata,
     }
     cfg.update(dictionary.hyperparameters())
     return cfg
 
 
+def _atomic_save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def save_dictionary(
     dictionary: Dictionary, folder: Path, log10_sparsity: torch.Tensor | None = None
 ) -> Path:
-    """Write `dictionary` to `folder` in SAELens v6 format; returns the folder."""
+    """Write `dictionary` to `folder` in SAELens v6 format; returns the folder.
+
+    Weights first, cfg.json last, each file atomically, so a folder with a cfg.json is complete.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in dictionary.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE))
-    (folder / CFG_FILE).write_text(json.dumps(dictionary_config(dictionary), indent=2))
+    _atomic_save_file(state, folder / WEIGHTS_FILE)
     if log10_sparsity is not None:
-        save_file({"sparsity": log10_sparsity.detach().cpu().float().contiguous()}, str(folder / SPARSITY_FILE))
+        sparsity = torch.as_tensor(log10_sparsity).detach().cpu().float().contiguous()
+        if sparsity.shape != (dictionary.d_sae,):
+            raise FormatError(f"log10 sparsity must have shape [{dictionary.d_sae}], got {tuple(sparsity.shape)}")
+        _atomic_save_file({"sparsity": sparsity}, folder / SPARSITY_FILE)
+    _atomic_write_text(json.dumps(dictionary_config(dictionary), indent=2), folder / CFG_FILE)
     return folder
 
 
 def read_config(folder: Path) -> dict[str, Any]:
     """Load `cfg.json`, raising FormatError with the path when it is missing or not JSON."""
-    path = Path(folder) / CFG_FILE
+    folder = Path(folder)
+    path = folder / CFG_FILE
+    if not folder.is_dir():
+        raise FormatError(f"{folder} is not a folder: a SAELens dictionary is a folder with cfg.json and {WEIGHTS_FILE}")
     if not path.is_file():
         raise FormatError(f"{path} not found: a SAELens folder needs cfg.json and sae_weights.safetensors")
     try:
         cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(cfg, dict) or "d_in" not in cfg or "d_sae" not in cfg:
         raise FormatError(f"{path} lacks d_in/d_sae: not a SAELens cfg.json")
     return cfg
 
 
+def is_pre_v6_config(cfg: dict[str, Any]) -> bool:
+    """True for flat pre-6.0 configs (no `metadata` block, or a sae_lens_version < 6)."""
+    version = cfg.get("sae_lens_version") or (cfg.get("metadata") or {}).get("sae_lens_version")
+    if isinstance(version, str) and version[:1].isdigit():
+        try:
+            return int(version.split(".")[0]) < 6
+        except ValueError:
+            pass
+    return not isinstance(cfg.get("metadata"), dict)
+
+
+def normalize_config(cfg: dict[str, Any], path: Path | str = "cfg.json") -> dict[str, Any]:
+    """A v6-shaped config dict from a v6 or pre-6.0 `cfg.json` (`path` only for messages).
+
+    Pre-6.0: `hook_point` -> `metadata.hook_name`, `hook_point_head_index` -> `hook_head_index`,
+    `activation_fn_str`/`activation_fn` topk with `activation_fn_kwargs.k` -> architecture topk, k.
+    """
+    out = dict(cfg)
+    if is_pre_v6_config(cfg):
+        act = cfg.get("activation_fn_str") or cfg.get("activation_fn") or "relu"
+        kwargs = cfg.get("activation_fn_kwargs") or {}
+        architecture = cfg.get("architecture") or "standard"
+        if act == "topk":
+            if "k" not in kwargs and "k" not in cfg:
+                raise FormatError(f"{path}: activation_fn_str is topk but activation_fn_kwargs has no k")
+            architecture = "topk"
+            out["k"] = int(kwargs.get("k", cfg.get("k")))
+        elif act not in ("relu",) and architecture == "standard":
+            raise FormatError(f"{path}: activation function {act!r} is not supported (relu or topk)")
+        out["architecture"] = architecture
+        out["metadata"] = metadata_from_config(cfg).model_dump()
+        norm = cfg.get("normalize_activations")
+        if isinstance(norm, bool):
+            norm = "expected_average_only_in" if norm else "none"
+        out["normalize_activations"] = norm or "none"
+    else:
+        out["metadata"] = metadata_from_config(cfg).model_dump()  # drops SAELens None values
+    out.setdefault("architecture", "standard")
+    if out.get("normalize_activations") not in _IDENTITY_NORMALIZATIONS:
+        raise FormatError(
+            f"{path}: normalize_activations={out.get('normalize_activations')!r} is a run-time input "
+            "transformation saescope does not apply; fold it into the weights or export with 'none'"
+        )
+    return out
+
+
 def metadata_from_config(cfg: dict[str, Any]) -> DictionaryMetadata:
     """Metadata from a v6 `metadata` block or from pre-6.0 flat fields."""
     if isinstance(cfg.get("metadata"), dict):
-        return DictionaryMetadata(**cfg["metadata"])
+        meta = {k: v for k, v in cfg["metadata"].items() if v is not None or k == "hook_head_index"}
+        return DictionaryMetadata(**meta)
+    head = cfg.get("hook_head_index")
+    if head is None:
+        head = cfg.get("hook_point_head_index")
     return DictionaryMetadata(
-        model_name=cfg.get("model_name", ""),
-        hook_name=cfg.get("hook_name") or cfg.get("hook_point", ""),
-        hook_head_index=cfg.get("hook_head_index") or cfg.get("hook_point_head_index"),
-        context_size=cfg.get("context_size", 128),
-        prepend_bos=cfg.get("prepend_bos", True),
-        dataset_path=cfg.get("dataset_path", ""),
+        model_name=cfg.get("model_name") or "",
+        hook_name=cfg.get("hook_name") or cfg.get("hook_point") or "",
+        hook_head_index=head,
+        context_size=cfg.get("context_size") or 128,
+        prepend_bos=cfg.get("prepend_bos", True) if cfg.get("prepend_bos") is not None else True,
+        dataset_path=cfg.get("dataset_path") or "",
     )
+
+
+def _dictionary_for_config(cfg: dict[str, Any], path: Path) -> Dictionary:
+    """An instance (weights not loaded) for a normalized config."""
+    kind = (cfg.get("metadata") or {}).get("saescope_kind", "sae")
+    if kind in BASELINE_KINDS:
+        from saescope.dictionaries.baselines import BaselineDictionary
+
+        return BaselineDictionary.from_config(cfg)
+    architecture = cfg.get("architecture") or "standard"
+    try:
+        from saescope.dictionaries import architectures
+    except ImportError:  # registry not there yet: standard only
+        if architecture != "standard":
+            raise FormatError(f"{path}: architecture {architecture!r} not supported") from None
+        return StandardSAE.from_config(cfg) if hasattr(StandardSAE, "from_config") else StandardSAE(
+            int(cfg["d_in"]), int(cfg["d_sae"]), metadata_from_config(cfg),
+            apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        )
+    if architecture == "jumprelu" and cfg.get("trained_as") == "batchtopk":
+        architecture = "batchtopk"
+    try:
+        cls = architectures.dictionary_class(architecture)
+        return cls.from_config(cfg)  # type: ignore[attr-defined]
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise FormatError(f"{path}: invalid config for architecture {architecture!r}: {exc}") from exc
+
+
+def _prepare_state(state: dict[str, torch.Tensor], cfg: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """Float32 tensors; fold a pre-6.0 finetuning `scaling_factor` [d_sae] into W_dec."""
+    state = {k: v.float() for k, v in state.items()}
+    scale = state.pop("scaling_factor", None)
+    if scale is not None and "W_dec" in state:
+        if scale.shape != (int(cfg["d_sae"]),):
+            raise FormatError(f"{path}: scaling_factor has shape {tuple(scale.shape)}, expected [{cfg['d_sae']}]")
+        state["W_dec"] = state["W_dec"] * scale[:, None]
+    return state
 
 
 def load_dictionary(folder: Path) -> Dictionary:
-    """Load a SAELens folder (standard architecture) as a Dictionary."""
+    """Load a SAELens folder (v6 or pre-6.0; standard, topk, jumprelu, batchtopk, or a saescope
+    baseline) as a Dictionary in float32 on the CPU."""
     folder = Path(folder)
-    cfg = read_config(folder)
+    cfg = normalize_config(read_config(folder), folder / CFG_FILE)
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise FormatError(f"{weights_path} not found")
-    state = load_file(str(weights_path))
-    dictionary = StandardSAE(
-        int(cfg["d_in"]),
-        int(cfg["d_sae"]),
-        metadata_from_config(cfg),
-        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-    )
+        raise FormatError(f"{weights_path} not found: a SAELens folder needs cfg.json and {WEIGHTS_FILE}")
+    try:
+        state = load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise FormatError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
+    dictionary = _dictionary_for_config(cfg, folder)
+    state = _prepare_state(state, cfg, weights_path)
     try:
         dictionary.load_state_dict(state)
     except RuntimeError as exc:
         raise FormatError(f"{weights_path}: weights do not match cfg.json: {exc}") from exc
-    return dictionary
+    return dictionary.float().eval()
+
+
+def read_sparsity(folder: Path) -> torch.Tensor | None:
+    """`[d_sae]` log10 firing density from `sparsity.safetensors`, or None when absent."""
+    path = Path(folder) / SPARSITY_FILE
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise FormatError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if "sparsity" not in tensors:
+        raise FormatError(f"{path} has no tensor named 'sparsity' (found {sorted(tensors)})")
+    return tensors["sparsity"].float()

@@ -5,6 +5,8 @@ Owns the inference class of the ReLU + L1 architecture. Training lives in `train
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -49,3 +51,38 @@ class StandardSAE(Dictionary):
 
     def encode(self, x: Tensor) -> Tensor:
         return torch.relu(self.pre_activations(x))
+
+    # --- SAELens-format construction (used by architectures.ARCHITECTURES) -------------------
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "StandardSAE":
+        """An (uninitialised-weights) instance shaped by a SAELens `cfg.json` dict."""
+        from saescope.dictionaries.architectures import metadata_from_cfg
+
+        return cls(
+            int(cfg["d_in"]),
+            int(cfg["d_sae"]),
+            metadata_from_cfg(cfg),
+            apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Training settings recorded in cfg.json (e.g. the L1 coefficient), if known."""
+        return dict(getattr(self, "_hyperparameters", {}))
+
+    def set_hyperparameters(self, values: dict[str, Any]) -> None:
+        """Attach informational training settings (written to cfg.json, shown in the UI)."""
+        self._hyperparameters = dict(values)
+
+    @torch.no_grad()
+    def fold_decoder_norms(self) -> Tensor:
+        """Rescale so every decoder row has unit norm without changing `forward`.
+
+        Feature i's activation is multiplied by ||W_dec[i]|| (encoder column, encoder bias and
+        any threshold scale with it) and its decoder row divided by it. Returns the old norms.
+        """
+        norms = self.W_dec.norm(dim=1).clamp_min(1e-8)  # [d_sae]
+        self.W_dec.div_(norms[:, None])
+        self.W_enc.mul_(norms[None, :])
+        self.b_enc.mul_(norms)
+        return norms

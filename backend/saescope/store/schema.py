@@ -124,6 +124,9 @@ class FeatureRow(Base):
     matches: Mapped[list[Any]] = mapped_column(JSON, default=list)
     umap_x: Mapped[float | None] = mapped_column(Float, nullable=True)
     umap_y: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # added by precompute: ascending activation bounds of the quantile groups ([] when dead);
+    # group quantile_0 is the HIGHEST interval [edges[-2], edges[-1])
+    quantile_edges: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     __table_args__ = (
         Index("ix_features_density", "dictionary_id", "density"),
         Index("ix_features_max_activation", "dictionary_id", "max_activation"),
