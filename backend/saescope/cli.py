@@ -123,8 +123,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_import_sae(args: argparse.Namespace) -> None:
     from saescope.dictionaries.interop import import_sae
 
-    out = import_sae(args.path, args.out)
-    print(f"imported {args.path} -> {out}")
+    report = import_sae(
+        args.path, args.out, model_name=args.model_name, hook_name=args.hook_name, hook_head_index=args.hook_head_index
+    )
+    print(report)
 
 
 def cmd_export_sae(args: argparse.Namespace) -> None:
@@ -262,8 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(p)
 
     p = add("import-sae", cmd_import_sae, "Import an SAELens folder (v6 or pre-6.0 cfg.json) as a saescope dictionary.")
-    p.add_argument("path", type=Path, help="SAELens folder")
+    p.add_argument("path", type=Path, help="SAELens folder (v6 or pre-6.0) or an EleutherAI sparsify folder")
     p.add_argument("--out", type=Path, required=True, help="folder to write (SAELens v6)")
+    p.add_argument("--model-name", dest="model_name", default=None, help="override/set metadata.model_name")
+    p.add_argument("--hook-name", dest="hook_name", default=None, help="set the hook point (sparsify folders need it)")
+    p.add_argument("--hook-head-index", dest="hook_head_index", type=int, default=None, help="head for attn.hook_z")
 
     p = add("export-sae", cmd_export_sae, "Export a saescope dictionary folder as an SAELens v6 folder.")
     p.add_argument("path", type=Path, help="saescope dictionary folder")

@@ -47,7 +47,7 @@ def example_hook_names(model: Any) -> list[str]:
     last = max(int(model.cfg.n_layers) - 1, 0)
     names = [
         f"blocks.{last}.hook_resid_post",
-        f"blocks.0.hook_resid_pre",
+        "blocks.0.hook_resid_pre",
         f"blocks.{last}.hook_resid_mid",
         f"blocks.{last}.hook_attn_out",
         f"blocks.{last}.hook_mlp_out",
