@@ -24,7 +24,8 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from saescope.lm.builtin import BuiltinLMConfig, build_builtin_lm
 
     out = tmp_path_factory.mktemp("tiny_lm") / "model"
-    build_builtin_lm(BuiltinLMConfig.tiny(), out, progress=False)
+    # One torch thread: on the shared 2-core machine two threads were 10-25x slower under load.
+    build_builtin_lm(BuiltinLMConfig.tiny(), out, progress=False, num_threads=1)
     return out
 
 

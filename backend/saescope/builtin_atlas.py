@@ -282,7 +282,7 @@ def build_builtin_atlas(
 
     t0 = time.perf_counter()
     lm_config = config.lm.model_copy(update={"seed": config.seed})
-    lm_report = build_builtin_lm(lm_config, layout.model_dir, device=torch_device)
+    lm_report = build_builtin_lm(lm_config, layout.model_dir, device=torch_device, work_dir=layout.work_dir / "lm")
     model = load_lm(layout.model_dir, device=torch_device)
     seconds["model"] = time.perf_counter() - t0
 

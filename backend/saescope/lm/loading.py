@@ -1,0 +1,184 @@
+"""Loading language models as transformer_lens `HookedTransformer`s, and describing them for the store.
+
+Owns `load_lm`: a saescope checkpoint folder (config.json + model.safetensors + tokenizer/), a local
+Hugging Face model folder (config.json with a `model_type`, loaded through
+`AutoModelForCausalLM.from_pretrained` and converted by transformer_lens), or a transformer_lens
+pretrained model name fetched from the Hugging Face hub. Also `lm_info(model)`, the model facts and
+vocabulary strings the store records. The returned model always has its tokenizer attached, so
+`model.to_str_tokens` works.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saescope.devices import resolve_device
+from saescope.errors import ConfigError, FormatError, NotFoundError
+from saescope.lm import checkpoint as ckpt
+from saescope.lm.tokenizer import load_tokenizer, readable_vocab
+
+
+def _looks_like_path(location: str) -> bool:
+    return location.startswith((".", "/", "~")) or "\\" in location or location.count("/") > 1
+
+
+def load_checkpoint_lm(folder: str | Path, device: str | torch.device = "cpu") -> Any:
+    """Load a saescope checkpoint folder as an eval-mode HookedTransformer with its tokenizer."""
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    path = Path(folder)
+    config = ckpt.read_checkpoint_config(path)
+    dev = resolve_device(str(device) if device is not None else "auto")
+    try:
+        cfg = HookedTransformerConfig(**config["hooked_transformer_config"], device=str(dev))
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise FormatError(f"{path / ckpt.CONFIG_FILE}: invalid hooked_transformer_config: {exc}") from exc
+    tokenizer = load_tokenizer(path / ckpt.TOKENIZER_DIR)
+    with torch.random.fork_rng(devices=[]):  # weight init below is overwritten; keep global RNG intact
+        model = HookedTransformer(cfg, tokenizer=tokenizer)
+    state = load_file(str(path / ckpt.WEIGHTS_FILE), device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise FormatError(f"{path / ckpt.WEIGHTS_FILE} does not match config.json: {exc}") from exc
+    model.to(dev)
+    model.eval()
+    return model
+
+
+def load_hf_folder_lm(folder: str | Path, device: str | torch.device = "cpu") -> Any:
+    """Load a local Hugging Face causal-LM folder (config.json, weights, tokenizer) via transformer_lens.
+
+    Mirrors `HookedTransformer.from_pretrained` (same weight processing: fold LayerNorm, centre
+    writing weights and unembedding), which itself only accepts official model names.
+    """
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as tl_loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(folder).resolve()
+    dev = resolve_device(str(device) if device is not None else "auto")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:
+        raise FormatError(f"the model folder {path} has no loadable tokenizer: {exc}") from exc
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+        cfg = tl_loading.get_pretrained_model_config(
+            str(path), hf_cfg=hf_model.config.to_dict(), fold_ln=True, device=str(dev)
+        )
+        state_dict = tl_loading.get_pretrained_state_dict(str(path), cfg, hf_model)
+        with torch.random.fork_rng(devices=[]):
+            model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+        model.load_and_process_state_dict(
+            state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True,
+            fold_value_biases=True,
+        )
+    except Exception as exc:
+        raise FormatError(
+            f"could not load the Hugging Face model folder {path} through transformer_lens "
+            f"(its architecture must be one transformer_lens supports): {type(exc).__name__}: {exc}"
+        ) from exc
+    model.move_model_modules_to_device()
+    model.eval()
+    return model
+
+
+def load_pretrained_lm(name: str, device: str | torch.device = "cpu") -> Any:
+    """Load a transformer_lens pretrained model by name (e.g. 'gpt2'); needs the hub or its cache."""
+    from transformer_lens import HookedTransformer
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError as exc:
+        raise NotFoundError(
+            f"{name!r} is neither a model checkpoint folder nor a transformer_lens model name "
+            "(e.g. 'gpt2', 'pythia-70m'); pass an existing folder or a supported name"
+        ) from exc
+    dev = resolve_device(str(device) if device is not None else "auto")
+    try:
+        model = HookedTransformer.from_pretrained(name, device=str(dev))
+    except Exception as exc:
+        raise NotFoundError(
+            f"could not load {name!r} from the Hugging Face hub (offline? not in the local cache?): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    model.eval()
+    return model
+
+
+def load_lm(location: str | Path, device: str | torch.device = "cpu") -> Any:
+    """Load a model as a HookedTransformer (tokenizer attached, eval mode) on `device`.
+
+    `location` is a saescope checkpoint folder, a local Hugging Face model folder, or a
+    transformer_lens pretrained model name. Raises NotFoundError for a missing folder or unknown
+    name (or an unreachable hub), FormatError for a folder that is not a model checkpoint.
+    """
+    loc = str(location)
+    if not loc.strip():
+        raise ConfigError("the model location is empty: pass a checkpoint folder or a model name")
+    path = Path(loc).expanduser()
+    if path.is_dir():
+        if ckpt.is_checkpoint_folder(path):
+            return load_checkpoint_lm(path, device)
+        hf_config = path / "config.json"
+        if hf_config.is_file():
+            try:
+                is_hf = "model_type" in json.loads(hf_config.read_text())
+            except json.JSONDecodeError:
+                is_hf = False
+            if is_hf:
+                return load_hf_folder_lm(path, device)
+        raise FormatError(
+            f"{path} is not a model checkpoint: expected config.json and model.safetensors "
+            "(a saescope checkpoint) or a Hugging Face model folder"
+        )
+    if path.exists():
+        raise FormatError(f"{path} is a file; pass the checkpoint folder that holds config.json")
+    if isinstance(location, Path) or _looks_like_path(loc):
+        raise NotFoundError(f"model folder {path} does not exist; build the model first or fix the path")
+    return load_pretrained_lm(loc, device)
+
+
+def lm_info(model: Any) -> dict[str, Any]:
+    """Facts about `model` for the store: its config, tokenizer, and vocabulary as display strings.
+
+    Keys: model_name, n_layers, d_model, d_mlp, n_heads, d_head, n_ctx, d_vocab, act_fn,
+    normalization_type, tl_config (JSON-able HookedTransformerConfig fields), tokenizer (name or
+    folder), bos_token_id, eos_token_id, vocab (token id -> readable string, len d_vocab).
+    """
+    cfg = model.cfg
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ConfigError("the model has no tokenizer attached; load it with load_lm")
+    vocab = readable_vocab(tokenizer)
+    if len(vocab) < cfg.d_vocab:  # model rows beyond the tokenizer (padding rows)
+        vocab = vocab + [f"<unused{i}>" for i in range(len(vocab), cfg.d_vocab)]
+    vocab = vocab[: cfg.d_vocab]
+    tl_config: dict[str, Any] = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            tl_config[key] = value
+    return {
+        "model_name": cfg.model_name,
+        "n_layers": cfg.n_layers,
+        "d_model": cfg.d_model,
+        "d_mlp": cfg.d_mlp,
+        "n_heads": cfg.n_heads,
+        "d_head": cfg.d_head,
+        "n_ctx": cfg.n_ctx,
+        "d_vocab": cfg.d_vocab,
+        "act_fn": cfg.act_fn,
+        "normalization_type": cfg.normalization_type,
+        "tl_config": tl_config,
+        "tokenizer": str(tokenizer.name_or_path),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "vocab": vocab,
+    }
