@@ -50,11 +50,25 @@ class ErrorResponse(BaseModel):
     )
 
 
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI `responses` entries documenting the JSON error body for `codes`."""
+    meaning = {
+        400: "Malformed JSON or a body that is not UTF-8.",
+        404: "Unknown (or not ready) dictionary, feature or hook point.",
+        422: "A request field is invalid or out of bounds; `field` names it.",
+        503: "The model queue is full; retry in a moment.",
+        504: "The model request timed out.",
+    }
+    return {code: {"model": ErrorResponse, "description": meaning[code]} for code in codes}
+
+
 class Health(BaseModel):
     """Liveness and what the server has loaded."""
 
     status: Literal["ok"] = Field("ok", description="Always 'ok' when the server answers.")
-    model_id: str | None = Field(None, description="Id of the model the engine serves, or null if none.")
+    model_id: str | None = Field(
+        None, description="Id of the model served live (loaded or not), or null when the store has none."
+    )
     device: str | None = Field(None, description="Torch device of the engine (cpu, cuda:0), or null.")
     dictionaries: int = Field(0, description="Number of ready dictionaries visible in the store.")
     engine_loaded: bool = Field(False, description="Whether the model is loaded (it loads lazily).")

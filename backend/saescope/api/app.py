@@ -1,0 +1,147 @@
+"""The FastAPI application: `create_app(settings)` wires the store reader, the live engine, the
+routers under `/api/v1`, the JSON error handlers and the static frontend.
+
+Owns application assembly only: routers hold the endpoints, `runtime` the engine and model worker,
+`errors` the error mapping, `store.reader` the SQL. The app is read-only: no endpoint writes to the
+store or the file system. Serves `frontend/` at `/` and plotly.js from the installed `plotly`
+package at `/vendor/plotly.min.js` (never a CDN).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from saescope.api.deps import AppState
+from saescope.api.errors import install_error_handlers
+from saescope.api.routers import dictionaries, features, inference, interventions, meta
+from saescope.api.runtime import EngineHolder, ModelWorker
+from saescope.api.settings import ApiSettings
+from saescope.store.reader import StoreReader
+
+log = logging.getLogger("saescope.api")
+
+API_PREFIX = "/api/v1"
+SETTINGS_ENV = "SAESCOPE_API_SETTINGS"
+
+
+def default_frontend_dir() -> Path | None:
+    """The repository's `frontend/` folder when running from a checkout, else None."""
+    candidate = Path(__file__).resolve().parents[3] / "frontend"
+    return candidate if (candidate / "index.html").is_file() else None
+
+
+def plotly_js_path() -> Path | None:
+    try:
+        import plotly
+    except ImportError:  # pragma: no cover - plotly is a dependency
+        return None
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+def mount_frontend(app: FastAPI, folder: Path) -> None:
+    """Serve `folder` at `/`: index.html at `/`, each top-level file at `/<name>`, each sub-folder
+    as static files at `/<name>/`. (Not one catch-all mount at `/`, which would swallow `/api/...`
+    405 answers and unknown API paths.)"""
+    index = folder / "index.html"
+    if index.is_file():
+
+        @app.get("/", include_in_schema=False)
+        def frontend_index() -> FileResponse:
+            return FileResponse(index, media_type="text/html")
+
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name in ("api", "docs", "openapi.json", "vendor"):
+            continue
+        if entry.is_dir():
+            app.mount(f"/{entry.name}", StaticFiles(directory=str(entry)), name=f"frontend-{entry.name}")
+        elif entry.is_file():
+            app.add_api_route(
+                f"/{entry.name}", _file_endpoint(entry), methods=["GET"], include_in_schema=False
+            )
+
+
+def _file_endpoint(path: Path):  # type: ignore[no-untyped-def]
+    def serve() -> FileResponse:
+        return FileResponse(path)
+
+    return serve
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    """A FastAPI app serving the atlas at `settings.store_url` (read-only) and live inference."""
+    reader = StoreReader.from_url(settings.store_url)
+    holder = EngineHolder(reader, settings.atlas_root, settings.device, settings.model_id)
+    worker = ModelWorker(settings.limits.max_queue, settings.limits.request_timeout_s, settings.torch_threads)
+    state = AppState(settings=settings, reader=reader, holder=holder, worker=worker)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.preload_engine:
+
+            def preload() -> None:
+                holder.engine_for(reader.list_dictionaries(holder.served_model_id()))
+
+            try:
+                await worker.run(preload, timeout_s=None)
+            except Exception as exc:  # the read API still works without the engine
+                log.error("could not preload the engine (%s); live endpoints will retry on use", exc)
+        try:
+            yield
+        finally:
+            worker.shutdown()
+            reader.close()
+
+    app = FastAPI(
+        title="saescope",
+        version="0.1.0",
+        description="A self-hosted atlas of sparse-autoencoder features: browse precomputed feature "
+        "records, run live inference on pasted text, steer and ablate. Errors are JSON "
+        '`{"error": message, "field": path}`.',
+        lifespan=lifespan,
+    )
+    app.state.saescope = state
+    install_error_handlers(app)
+    for module in (meta, dictionaries, features, inference, interventions):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    plotly_js = plotly_js_path()
+    if plotly_js is not None:
+
+        @app.get("/vendor/plotly.min.js", include_in_schema=False)
+        def plotly_bundle() -> FileResponse:
+            return FileResponse(plotly_js, media_type="application/javascript")
+
+    frontend = settings.frontend_dir or default_frontend_dir()
+    if frontend is not None and Path(frontend).is_dir():
+        mount_frontend(app, Path(frontend))
+    else:
+
+        @app.get("/", include_in_schema=False)
+        def no_frontend() -> JSONResponse:
+            return JSONResponse({"message": "saescope API: see /docs; no frontend folder found"})
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for multi-process serving: settings from the `SAESCOPE_API_SETTINGS` environment
+    variable (ApiSettings as JSON). Use as
+    `uvicorn.run("saescope.api.app:create_app_from_env", factory=True, workers=N)` after setting it
+    (e.g. `os.environ[SETTINGS_ENV] = settings.model_dump_json()`). Each worker process loads its
+    own engine on first live request."""
+    import os
+
+    raw = os.environ.get(SETTINGS_ENV)
+    if not raw:
+        from saescope.errors import ConfigError
+
+        raise ConfigError(f"set {SETTINGS_ENV} to the ApiSettings JSON before starting workers")
+    return create_app(ApiSettings.model_validate_json(raw))

@@ -1,0 +1,66 @@
+"""Settings of the API server: where the store and atlas live, the device, request limits.
+
+Owns `ApiSettings` and `ApiLimits` (pydantic, one description per field). The CLI builds them from
+flags; `create_app(settings)` reads them. Nothing here touches the store, the model or HTTP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from saescope.api import schemas
+
+
+class ApiLimits(BaseModel):
+    """Per-request limits; requests beyond them get a 422 naming the field (never a 500)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_text_chars: int = Field(
+        4000, ge=1, le=schemas.MAX_TEXT_CHARS, description="Most characters in a pasted text or prompt."
+    )
+    max_tokens: int = Field(
+        1024, ge=2, description="Most tokens (with BOS) in a text; also capped by the model's n_ctx."
+    )
+    max_top_k: int = Field(50, ge=1, le=schemas.MAX_TOP_K, description="Largest top_k for inference.")
+    max_n_tokens: int = Field(
+        128, ge=1, le=schemas.MAX_N_TOKENS, description="Most tokens a steering request may generate."
+    )
+    max_strength: float = Field(
+        1000.0, gt=0, le=schemas.MAX_STRENGTH, description="Largest |strength| of a steering intervention."
+    )
+    max_interventions: int = Field(
+        8, ge=1, le=schemas.MAX_INTERVENTIONS, description="Most interventions in one steering request."
+    )
+    max_dictionaries: int = Field(
+        32, ge=1, le=schemas.MAX_DICTIONARIES_PER_REQUEST, description="Most dictionaries per inference request."
+    )
+    max_queue: int = Field(
+        16, ge=1, description="Model requests waiting or running at once; more get 503 (retry later)."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds a model request may wait and run before a 504 answer."
+    )
+
+
+class ApiSettings(BaseModel):
+    """Everything `create_app` needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store_url: str = Field(..., description="SQLAlchemy URL of the atlas store (sqlite:///PATH or postgresql+psycopg://...).")
+    atlas_root: Path = Field(..., description="Atlas folder; model and dictionary paths in the store are relative to it.")
+    device: str = Field("auto", description="Torch device for live inference: auto, cpu, cuda, cuda:N.")
+    model_id: str | None = Field(
+        None, description="Model to serve live; default: the model of the ready dictionaries (first by id)."
+    )
+    limits: ApiLimits = Field(default_factory=ApiLimits, description="Request limits.")
+    frontend_dir: Path | None = Field(
+        None, description="Static frontend folder served at /; default: the repository's frontend/ if present."
+    )
+    preload_engine: bool = Field(
+        False, description="Load the model and dictionaries at start-up instead of on the first live request."
+    )
+    torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads for model work; None keeps torch's default.")

@@ -1,0 +1,433 @@
+"""The live engine: one loaded model plus its dictionaries on one device, for pasted text.
+
+Owns model work done at request time: tokenising text (BOS prepended, like the corpus contexts),
+feature activations for several dictionaries in ONE forward (hooks on every needed hook point, the
+forward stopped after the last block needed), steering (add / clamp a feature at its hook point while
+generating, default and steered continuations side by side, seeded sampling) and ablation (remove a
+feature and measure next-token log-probability changes). It never touches the store or the file
+system beyond loading the model and dictionary weights it is given, and knows nothing about HTTP.
+
+Conventions shared with the precompute: position 0 is BOS; feature activations at BOS are reported
+as 0 and interventions never modify position 0. Every public method takes `self.lock`, so one Engine
+may be shared by threads; model work runs under `torch.no_grad()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from saescope.activations.hooks import (
+    flatten_hook_activation,
+    hook_layer,
+    stop_layer_for,
+    unflatten_into_hook,
+)
+from saescope.corpus.packing import bos_token_id
+from saescope.devices import resolve_device
+from saescope.dictionaries.base import Dictionary
+from saescope.errors import ConfigError, InputError, NotFoundError
+
+InterventionMode = Literal["add", "clamp", "ablate"]
+
+
+@dataclass
+class LoadedDictionary:
+    """A dictionary on the engine's device and the hook point it reads."""
+
+    id: str
+    dictionary: Dictionary
+    hook_name: str
+    hook_head_index: int | None = None
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.dictionary.d_sae)
+
+
+@dataclass
+class FeatureIntervention:
+    """Change feature `index` of dictionary `dictionary_id` at every position after BOS.
+
+    add: x + strength * d; clamp: x + (strength - f(x)) * d; ablate: x - f(x) * d
+    (d = the feature's decoder row W_dec[index], f(x) its activation).
+    """
+
+    dictionary_id: str
+    index: int
+    mode: InterventionMode = "add"
+    strength: float = 0.0
+
+
+@dataclass
+class TopFeatures:
+    """Per token, the top firing features of one dictionary (BOS row empty)."""
+
+    indices: list[list[int]]
+    values: list[list[float]]
+    totals: list[float]  # sum of feature activations per token
+    l0: list[int]  # number of firing features per token
+
+
+@dataclass
+class GeneratedSequence:
+    """Generated token ids and their log-probabilities (natural log, temperature 1)."""
+
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class AblationResult:
+    """Effect of removing one feature on next-token predictions.
+
+    `delta_logprob[i]` = ablated - clean log p(token_i | tokens before i), 0 at i = 0 (BOS).
+    `mean_delta` [d_vocab]: ablated - clean next-token log-probabilities averaged over the positions
+    where the feature fires (zeros when it never fires).
+    """
+
+    activations: list[float]
+    delta_logprob: list[float]
+    mean_delta: Tensor
+    firing_positions: list[int]
+
+
+class Engine:
+    """A transformer_lens model and dictionaries loaded on one device.
+
+    `vocab` (token id -> display string, from the store's models row) is used for token display so
+    live tokens read exactly like stored examples; without it `model.to_str_tokens` is used.
+    """
+
+    def __init__(self, model: Any, vocab: Sequence[str] | None = None, model_id: str = "") -> None:
+        self.model = model.eval()
+        self.model_id = model_id
+        self.device = next(model.parameters()).device
+        self.vocab = list(vocab) if vocab is not None else None
+        self.lock = threading.RLock()
+        self._dictionaries: dict[str, LoadedDictionary] = {}
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise ConfigError("the model has no tokenizer: load it with saescope.lm.loading.load_lm")
+        self.tokenizer = tokenizer
+        self.bos_id = int(bos_token_id(tokenizer))
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def load(
+        cls,
+        location: str | Path,
+        device: str | None = "auto",
+        vocab: Sequence[str] | None = None,
+        model_id: str = "",
+    ) -> Engine:
+        """Load the model at `location` (checkpoint folder or hub name) on `device`."""
+        from saescope.lm.loading import load_lm
+
+        dev = resolve_device(device)
+        model = load_lm(location, device=str(dev))
+        return cls(model, vocab=vocab, model_id=model_id)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.model.cfg.n_ctx)
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.model.cfg.d_vocab)
+
+    def add_dictionary(self, dictionary_id: str, dictionary: Dictionary, hook_name: str | None = None) -> None:
+        """Register a dictionary (moved to the engine's device, eval mode)."""
+        hook = hook_name or dictionary.hook_name
+        if hook not in self.model.hook_dict:
+            raise ConfigError(f"dictionary {dictionary_id!r} reads hook {hook!r}, which the model lacks")
+        dictionary = dictionary.to(self.device).eval()
+        with self.lock:
+            self._dictionaries[dictionary_id] = LoadedDictionary(
+                dictionary_id, dictionary, hook, dictionary.metadata.hook_head_index
+            )
+
+    def load_dictionary(self, dictionary_id: str, folder: str | Path, hook_name: str | None = None) -> None:
+        """Load a SAELens folder and register it under `dictionary_id`."""
+        from saescope.dictionaries.saelens_format import load_dictionary
+
+        self.add_dictionary(dictionary_id, load_dictionary(Path(folder)), hook_name)
+
+    def has_dictionary(self, dictionary_id: str) -> bool:
+        return dictionary_id in self._dictionaries
+
+    def dictionary(self, dictionary_id: str) -> LoadedDictionary:
+        try:
+            return self._dictionaries[dictionary_id]
+        except KeyError:
+            raise NotFoundError(f"dictionary {dictionary_id!r} is not loaded in the engine") from None
+
+    @property
+    def dictionary_ids(self) -> list[str]:
+        return list(self._dictionaries)
+
+    # ------------------------------------------------------------------ tokens
+
+    def tokenize(self, text: str, max_tokens: int | None = None, field: str = "text") -> list[int]:
+        """Token ids of `text` with BOS prepended (like corpus contexts).
+
+        Raises InputError (naming `field`) when the text is empty after tokenisation or when the
+        result exceeds `max_tokens` or the model's context length.
+        """
+        if not text or not text.strip():
+            raise InputError("text is empty: paste some text", field=field)
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if not ids:
+            raise InputError("text produced no tokens: paste some text", field=field)
+        ids = [self.bos_id] + [int(t) for t in ids]
+        limit = self.n_ctx if max_tokens is None else min(max_tokens, self.n_ctx)
+        if len(ids) > limit:
+            raise InputError(
+                f"text is {len(ids)} tokens with BOS; at most {limit} are allowed here "
+                f"(model context {self.n_ctx}): shorten the text",
+                field=field,
+            )
+        return ids
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        """Display strings of token ids (the store's vocabulary when given)."""
+        if self.vocab is not None:
+            n = len(self.vocab)
+            return [self.vocab[t] if 0 <= t < n else f"<{t}>" for t in token_ids]
+        return list(self.model.to_str_tokens(torch.tensor(token_ids), prepend_bos=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids))
+
+    def _as_batch(self, token_ids: Sequence[int] | Tensor) -> Tensor:
+        tokens = torch.as_tensor(token_ids, dtype=torch.long)
+        if tokens.ndim == 1:
+            tokens = tokens.unsqueeze(0)
+        if tokens.ndim != 2 or tokens.shape[1] == 0:
+            raise InputError("token ids must be a non-empty [pos] or [batch, pos] list", field="tokens")
+        if tokens.shape[1] > self.n_ctx:
+            raise InputError(f"{tokens.shape[1]} tokens exceed the model context {self.n_ctx}", field="tokens")
+        if int(tokens.min()) < 0 or int(tokens.max()) >= self.d_vocab:
+            raise InputError(f"token ids must lie in [0, {self.d_vocab})", field="tokens")
+        return tokens.to(self.device)
+
+    # ------------------------------------------------------------------ activations
+
+    def _stop_layer(self, hook_names: Sequence[str]) -> int | None:
+        n_layers = int(self.model.cfg.n_layers)
+        stops = [stop_layer_for(h, n_layers) for h in hook_names]
+        if any(s is None for s in stops):
+            return None
+        return max(s for s in stops if s is not None)
+
+    def feature_activations(
+        self, token_ids: Sequence[int] | Tensor, dictionary_ids: Sequence[str]
+    ) -> dict[str, Tensor]:
+        """Feature activations `[batch, pos, d_sae]` per dictionary, from ONE model forward.
+
+        `token_ids` is `[pos]` or `[batch, pos]` including BOS at position 0; position 0 is zeroed.
+        """
+        with self.lock, torch.no_grad():
+            loaded = [self.dictionary(d) for d in dictionary_ids]
+            tokens = self._as_batch(token_ids)
+            out: dict[str, Tensor] = {}
+            by_hook: dict[str, list[LoadedDictionary]] = {}
+            for entry in loaded:
+                by_hook.setdefault(entry.hook_name, []).append(entry)
+
+            def make_hook(entries: list[LoadedDictionary]) -> Any:
+                def hook_fn(act: Tensor, hook: Any) -> None:
+                    for entry in entries:
+                        x = flatten_hook_activation(act, entry.hook_head_index)
+                        weight = entry.dictionary.W_dec
+                        f = entry.dictionary.encode(x.to(weight.dtype))  # [batch, pos, d_sae]
+                        f[:, 0] = 0.0
+                        out[entry.id] = f.float()
+
+                return hook_fn
+
+            hooks = [(name, make_hook(entries)) for name, entries in by_hook.items()]
+            stop = self._stop_layer(list(by_hook))
+            with self.model.hooks(fwd_hooks=hooks):
+                if stop is None:
+                    self.model(tokens, return_type=None)
+                else:
+                    self.model(tokens, stop_at_layer=stop)
+            return out
+
+    def feature_activation(self, token_ids: Sequence[int], dictionary_id: str, index: int) -> list[float]:
+        """One feature's activation per token (0 at BOS)."""
+        entry = self.dictionary(dictionary_id)
+        self._check_index(entry, index)
+        acts = self.feature_activations(token_ids, [dictionary_id])[dictionary_id][0, :, index]
+        return [float(a) for a in acts.cpu()]
+
+    def top_features(
+        self, token_ids: Sequence[int], dictionary_ids: Sequence[str], top_k: int
+    ) -> dict[str, TopFeatures]:
+        """Per dictionary and token, the `top_k` firing features (activation > 0), largest first."""
+        return self.top_features_batch([token_ids], dictionary_ids, top_k)[0]
+
+    def top_features_batch(
+        self, sequences: Sequence[Sequence[int]], dictionary_ids: Sequence[str], top_k: int
+    ) -> list[dict[str, TopFeatures]]:
+        """`top_features` for several token sequences in ONE forward (micro-batching).
+
+        Shorter sequences are padded on the right; attention is causal, so padding never changes
+        the activations of real positions (up to float rounding of batched matmuls).
+        """
+        if not sequences:
+            return []
+        lengths = [len(s) for s in sequences]
+        width = max(lengths)
+        padded = [list(s) + [self.bos_id] * (width - len(s)) for s in sequences]
+        acts = self.feature_activations(padded, dictionary_ids)
+        results: list[dict[str, TopFeatures]] = [{} for _ in sequences]
+        for dictionary_id in dictionary_ids:
+            f_all = acts[dictionary_id]  # [batch, width, d_sae]
+            k = min(top_k, f_all.shape[-1])
+            values_all, indices_all = torch.topk(f_all, k, dim=-1)
+            totals_all = f_all.sum(dim=-1).cpu().tolist()
+            l0_all = (f_all > 0).sum(dim=-1).cpu().tolist()
+            values_all, indices_all = values_all.cpu().tolist(), indices_all.cpu().tolist()
+            for b, n in enumerate(lengths):
+                per_idx, per_val = [], []
+                for vs, ix in zip(values_all[b][:n], indices_all[b][:n]):
+                    keep = [(i, v) for i, v in zip(ix, vs) if v > 0]
+                    per_idx.append([i for i, _ in keep])
+                    per_val.append([v for _, v in keep])
+                results[b][dictionary_id] = TopFeatures(
+                    per_idx, per_val, totals_all[b][:n], [int(x) for x in l0_all[b][:n]]
+                )
+        return results
+
+    # ------------------------------------------------------------------ interventions
+
+    @staticmethod
+    def _check_index(entry: LoadedDictionary, index: int) -> None:
+        if not 0 <= int(index) < entry.d_sae:
+            raise NotFoundError(
+                f"feature {index} does not exist: dictionary {entry.id!r} has features 0..{entry.d_sae - 1}"
+            )
+
+    def _intervention_hooks(
+        self, interventions: Sequence[FeatureIntervention], rows: slice
+    ) -> list[tuple[str, Any]]:
+        """Forward hooks applying `interventions` to batch rows `rows`, positions 1.. (never BOS)."""
+        by_hook: dict[str, list[tuple[LoadedDictionary, FeatureIntervention]]] = {}
+        for iv in interventions:
+            entry = self.dictionary(iv.dictionary_id)
+            self._check_index(entry, iv.index)
+            by_hook.setdefault(entry.hook_name, []).append((entry, iv))
+
+        def make_hook(items: list[tuple[LoadedDictionary, FeatureIntervention]]) -> Any:
+            def hook_fn(act: Tensor, hook: Any) -> Tensor:
+                for entry, iv in items:
+                    x = flatten_hook_activation(act, entry.hook_head_index)  # [batch, pos, d_in]
+                    sub = x[rows, 1:]
+                    direction = entry.dictionary.W_dec[iv.index].to(x.dtype)  # [d_in]
+                    if iv.mode == "add":
+                        coeff = torch.full(sub.shape[:-1], float(iv.strength), dtype=x.dtype, device=x.device)
+                    else:
+                        f = entry.dictionary.encode(sub.to(entry.dictionary.W_dec.dtype))[..., iv.index]
+                        f = f.to(x.dtype)
+                        coeff = (float(iv.strength) - f) if iv.mode == "clamp" else -f
+                    new = x.clone()
+                    new[rows, 1:] = sub + coeff.unsqueeze(-1) * direction
+                    act = unflatten_into_hook(act, new, entry.hook_head_index)
+                return act
+
+            return hook_fn
+
+        return [(name, make_hook(items)) for name, items in by_hook.items()]
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        n_tokens: int,
+        temperature: float,
+        seed: int,
+        interventions: Sequence[FeatureIntervention] = (),
+    ) -> tuple[GeneratedSequence, GeneratedSequence]:
+        """Default and steered continuations of `prompt_ids`, generated side by side in one batch.
+
+        Both rows sample with their own `torch.Generator` seeded with `seed` (CPU), so a seed gives
+        the same continuations every time; temperature 0 is greedy. When prompt + generated tokens
+        exceed the model context, the model reads BOS plus the most recent n_ctx - 1 tokens.
+        Log-probabilities are those of the unscaled (temperature 1) distribution.
+        """
+        if n_tokens < 1:
+            raise InputError("n_tokens must be at least 1", field="n_tokens")
+        with self.lock, torch.no_grad():
+            hooks = self._intervention_hooks(interventions, rows=slice(1, 2))
+            prompt = self._as_batch(prompt_ids)[0]
+            sequences = prompt.unsqueeze(0).repeat(2, 1)  # [2, pos]: row 0 default, row 1 steered
+            generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for _ in range(2)]
+            outputs = [GeneratedSequence(), GeneratedSequence()]
+            with self.model.hooks(fwd_hooks=hooks):
+                for _ in range(n_tokens):
+                    window = sequences
+                    if window.shape[1] > self.n_ctx:
+                        window = torch.cat([sequences[:, :1], sequences[:, -(self.n_ctx - 1) :]], dim=1)
+                    logits = self.model(window)[:, -1, :].float().cpu()  # [2, d_vocab]
+                    logprobs = torch.log_softmax(logits, dim=-1)
+                    chosen = []
+                    for row in range(2):
+                        if temperature <= 0:
+                            token = int(torch.argmax(logits[row]))
+                        else:
+                            probs = torch.softmax(logits[row] / float(temperature), dim=-1)
+                            token = int(torch.multinomial(probs, 1, generator=generators[row]))
+                        outputs[row].token_ids.append(token)
+                        outputs[row].logprobs.append(float(logprobs[row, token]))
+                        chosen.append(token)
+                    nxt = torch.tensor(chosen, dtype=torch.long, device=sequences.device).unsqueeze(1)
+                    sequences = torch.cat([sequences, nxt], dim=1)
+            return outputs[0], outputs[1]
+
+    def ablate(self, token_ids: Sequence[int], dictionary_id: str, index: int) -> AblationResult:
+        """Remove feature `index` (x - f(x) * d at every position after BOS) and compare predictions.
+
+        Clean and ablated runs share one batched forward.
+        """
+        entry = self.dictionary(dictionary_id)
+        self._check_index(entry, index)
+        with self.lock, torch.no_grad():
+            tokens = self._as_batch(token_ids)[:1]
+            captured: dict[str, Tensor] = {}
+
+            def grab(act: Tensor, hook: Any) -> None:
+                x = flatten_hook_activation(act, entry.hook_head_index)[0]
+                f = entry.dictionary.encode(x.to(entry.dictionary.W_dec.dtype))[:, index].float()
+                f[0] = 0.0
+                captured["f"] = f.cpu()
+
+            hooks = [(entry.hook_name, grab)] + self._intervention_hooks(
+                [FeatureIntervention(dictionary_id, index, "ablate", 0.0)], rows=slice(1, 2)
+            )
+            with self.model.hooks(fwd_hooks=hooks):
+                logits = self.model(tokens.repeat(2, 1)).float().cpu()  # [2, pos, d_vocab]
+            logprobs = torch.log_softmax(logits, dim=-1)
+            diff = logprobs[1] - logprobs[0]  # [pos, d_vocab]: prediction of the next token
+            ids = tokens[0].cpu()
+            n = ids.shape[0]
+            delta = [0.0] + [float(diff[i - 1, ids[i]]) for i in range(1, n)]
+            f = captured["f"]
+            firing = [int(i) for i in torch.nonzero(f > 0).flatten().tolist()]
+            mean_delta = diff[firing].mean(dim=0) if firing else torch.zeros(diff.shape[-1])
+            return AblationResult(
+                activations=[float(a) for a in f], delta_logprob=delta, mean_delta=mean_delta,
+                firing_positions=firing,
+            )
+
+
+def hook_layers(hook_names: Sequence[str]) -> list[int | None]:
+    """Block index of each hook (None outside blocks); exposed for diagnostics and tests."""
+    return [hook_layer(h) for h in hook_names]

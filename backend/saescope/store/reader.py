@@ -1,0 +1,680 @@
+"""Read-only queries over an atlas store: the only SQL the API server runs.
+
+Owns a read-only SQLAlchemy engine (SQLite opened with `mode=ro` and `PRAGMA query_only`;
+PostgreSQL sessions with `default_transaction_read_only`) and the query functions behind every read
+endpoint. Only dictionaries whose `status` is `ready` are ever visible: every query that touches
+dictionaries, features or examples joins on that condition. Results are plain dicts shaped like the
+API's response models (this module must not import the API). It never writes.
+
+Query counts: a feature record is three small indexed selects on one connection (the feature row
+joined with its dictionary, its explanations, its example groups); a page of examples is one query
+(examples joined with contexts and dictionary) plus the model's vocabulary, cached per model id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Engine, Text, bindparam, cast, create_engine, event, func, or_, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from saescope.errors import ConfigError, NotFoundError
+from saescope.store.engine_factory import normalise_url
+from saescope.store.schema import (
+    ContextRow,
+    DictionaryRow,
+    ExampleRow,
+    ExplanationRow,
+    FeatureRow,
+    ModelRow,
+)
+
+SortKey = Literal["index", "density", "max_activation", "score"]
+SortOrder = Literal["asc", "desc"]
+
+_READY = "ready"
+_FRAGMENT_CACHE_SIZE = 20_000  # token-string fragments of contexts (~1-3 kB each)
+
+
+def readonly_engine_url(url: str) -> tuple[str, dict[str, Any]]:
+    """The URL and connect_args that open `url` read-only.
+
+    SQLite files become `sqlite:///file:PATH?mode=ro&uri=true`; PostgreSQL gets
+    `default_transaction_read_only=on` as a connection option.
+    """
+    url = normalise_url(str(url))
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError
+        raise ConfigError(f"not a database URL: {url!r}; use sqlite:///PATH or postgresql+psycopg://...") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            if database.startswith("file:") and "mode=ro" not in str(parsed):
+                raise ConfigError(f"store URL {url!r} uses a SQLite URI; add mode=ro or give a plain path")
+            return url, {"check_same_thread": False}
+        path = Path(database).resolve()
+        if not path.is_file():
+            raise NotFoundError(
+                f"store {path} does not exist: run `saescope precompute` or `saescope demo` first, "
+                "or pass the right --store URL"
+            )
+        return f"sqlite:///file:{path}?mode=ro&uri=true", {"check_same_thread": False}
+    if backend == "postgresql":
+        return url, {"options": "-c default_transaction_read_only=on"}
+    raise ConfigError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql+psycopg://...")
+
+
+def create_reader_engine(url: str, pool_size: int = 8) -> Engine:
+    """A read-only SQLAlchemy engine for `url` (SQLite or PostgreSQL); writes through it fail."""
+    ro_url, connect_args = readonly_engine_url(url)
+    backend = make_url(ro_url).get_backend_name()
+    if backend == "sqlite":
+        database = make_url(ro_url).database or ""
+        kwargs: dict[str, Any] = {"connect_args": connect_args}
+        if database in ("", ":memory:"):
+            kwargs["poolclass"] = StaticPool
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=2 * pool_size)
+        engine = create_engine(ro_url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _query_only(dbapi_connection: Any, _record: Any) -> None:  # pragma: no cover - trivial
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA query_only = ON")
+            cursor.execute("PRAGMA busy_timeout = 10000")
+            cursor.close()
+
+        return engine
+    return create_engine(ro_url, connect_args=connect_args, pool_size=pool_size, max_overflow=2 * pool_size,
+                         pool_pre_ping=True)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _finite(value: Any, default: float | None = 0.0) -> float | None:
+    if value is None:
+        return default
+    value = float(value)
+    return value if math.isfinite(value) else default
+
+
+def _aware(value: Any) -> Any:
+    """SQLite returns naive datetimes; the store writes UTC, so attach UTC (RFC 3339 needs an offset)."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _display_name(prefix: str, index: int) -> str:
+    return f"{prefix}{index}" if prefix else str(index)
+
+
+_MODEL_COLUMNS = tuple(c for c in ModelRow.__table__.columns if c.name != "vocab")
+
+_SUMMARY_COLUMNS = (
+    FeatureRow.dictionary_id,
+    FeatureRow.index,
+    FeatureRow.label,
+    FeatureRow.density,
+    FeatureRow.max_activation,
+    FeatureRow.mean_activation,
+    FeatureRow.score,
+    FeatureRow.dead,
+    FeatureRow.pruned,
+    FeatureRow.top_tokens,
+)
+
+
+def _summary(row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {
+        "dictionary_id": row["dictionary_id"],
+        "index": int(row["index"]),
+        "name": _display_name(prefix, int(row["index"])),
+        "label": row["label"] or "",
+        "density": _finite(row["density"]),
+        "max_activation": _finite(row["max_activation"]),
+        "mean_activation": _finite(row["mean_activation"]),
+        "score": _finite(row["score"], None),
+        "dead": bool(row["dead"]),
+        "pruned": bool(row["pruned"]),
+        "top_tokens": row["top_tokens"] or "",
+    }
+
+
+def _dictionary_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "model_id": row["model_id"],
+        "hook_name": row["hook_name"],
+        "kind": row["kind"],
+        "architecture": row["architecture"],
+        "d_in": row["d_in"],
+        "d_sae": row["d_sae"],
+        "display_prefix": row["display_prefix"] or "",
+        "hyperparameters": row["hyperparameters"] or {},
+        "metrics": row["metrics"] or {},
+        "provenance": row["provenance"] or {},
+        "created_at": _aware(row["created_at"]),
+        "weights_path": row["weights_path"],
+    }
+
+
+def _model_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = row["tl_config"] or {}
+    return {
+        "id": row["id"],
+        "source": row["source"],
+        "location": row["location"],
+        "tokenizer": row["tokenizer"],
+        "n_ctx": int(row["n_ctx"]),
+        "d_vocab": int(cfg.get("d_vocab") or 0),
+        "n_layers": int(cfg.get("n_layers") or 0),
+        "d_model": int(cfg.get("d_model") or 0),
+        "metrics": row["metrics"] or {},
+    }
+
+
+def _build_statements() -> dict[str, Any]:
+    """The hot-path queries, built once with bound parameters (statement construction costs more
+    than the indexed lookups themselves)."""
+    d, i, g = bindparam("dictionary_id"), bindparam("index"), bindparam("group")
+    feature = (
+        select(FeatureRow.__table__, DictionaryRow.display_prefix)
+        .join(DictionaryRow, DictionaryRow.id == FeatureRow.dictionary_id)
+        .where(FeatureRow.dictionary_id == d, FeatureRow.index == i, DictionaryRow.status == _READY)
+    )
+    explanations = (
+        select(
+            ExplanationRow.text,
+            ExplanationRow.method,
+            ExplanationRow.explainer,
+            ExplanationRow.score_top_random,
+            ExplanationRow.score_top,
+            ExplanationRow.score_random,
+        )
+        .where(ExplanationRow.dictionary_id == d, ExplanationRow.feature_index == i)
+        .order_by(ExplanationRow.score_top_random.desc().nulls_last(), ExplanationRow.id)
+    )
+    groups = (
+        select(ExampleRow.group, func.min(ExampleRow.group_label), func.count())
+        .where(ExampleRow.dictionary_id == d, ExampleRow.feature_index == i)
+        .group_by(ExampleRow.group)
+    )
+    examples = (
+        select(
+            ExampleRow.group,
+            ExampleRow.group_label,
+            ExampleRow.rank,
+            ExampleRow.context_id,
+            ExampleRow.max_activation,
+            cast(ExampleRow.activations, Text).label("activations"),
+            ContextRow.doc_id,
+            cast(ContextRow.tokens, Text).label("tokens"),
+            DictionaryRow.model_id,
+        )
+        .join(DictionaryRow, DictionaryRow.id == ExampleRow.dictionary_id)
+        .join(ContextRow, ContextRow.id == ExampleRow.context_id)
+        .where(ExampleRow.dictionary_id == d, ExampleRow.feature_index == i, DictionaryRow.status == _READY)
+    )
+    return {
+        "feature": feature,
+        "explanations": explanations,
+        "groups": groups,
+        "examples": examples,
+        "examples_group": examples.where(ExampleRow.group == g),
+    }
+
+
+class StoreReader:
+    """Read-only access to one atlas store. Thread-safe: each call takes its own connection.
+
+    Caches only what cannot change while the store is served: a model's vocabulary, feature labels
+    keyed by the dictionary's publication time, and token-string JSON of contexts keyed by their
+    token ids (bounded).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._vocab: dict[str, list[str]] = {}
+        self._vocab_lock = threading.Lock()
+        self._vocab_json_cache: dict[str, list[str]] = {}
+        self._q = _build_statements()
+        self._labels_cache: dict[tuple[str, str], list[str]] = {}
+        self._fragments: dict[tuple[str, str], str] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> StoreReader:
+        return cls(create_reader_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ models and dictionaries
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every model that has at least one ready dictionary, or every model when none has."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_MODEL_COLUMNS).order_by(ModelRow.id)).mappings().all()
+        return [_model_dict(r) for r in rows]
+
+    def get_model(self, model_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_MODEL_COLUMNS).where(ModelRow.id == model_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"model {model_id!r} not found in the store")
+        return _model_dict(row)
+
+    def vocab(self, model_id: str) -> list[str]:
+        """Token id -> display string of a model (cached)."""
+        cached = self._vocab.get(model_id)
+        if cached is not None:
+            return cached
+        with self._vocab_lock:
+            if model_id not in self._vocab:
+                with self.engine.connect() as conn:
+                    vocab = conn.execute(select(ModelRow.vocab).where(ModelRow.id == model_id)).scalar()
+                if vocab is None:
+                    raise NotFoundError(f"model {model_id!r} not found in the store")
+                self._vocab[model_id] = [str(t) for t in vocab]
+            return self._vocab[model_id]
+
+    def list_dictionaries(self, model_id: str | None = None, hook_name: str | None = None) -> list[dict[str, Any]]:
+        """Ready dictionaries, ordered by hook point then id."""
+        query = select(DictionaryRow).where(DictionaryRow.status == _READY)
+        if model_id is not None:
+            query = query.where(DictionaryRow.model_id == model_id)
+        if hook_name is not None:
+            query = query.where(DictionaryRow.hook_name == hook_name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(DictionaryRow.hook_name, DictionaryRow.id)).mappings().all()
+        return [_dictionary_dict(r) for r in rows]
+
+    def count_dictionaries(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(DictionaryRow).where(DictionaryRow.status == _READY)
+                ).scalar()
+                or 0
+            )
+
+    def get_dictionary(self, dictionary_id: str) -> dict[str, Any]:
+        """A ready dictionary; NotFoundError otherwise (building ones are invisible)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(DictionaryRow).where(DictionaryRow.id == dictionary_id, DictionaryRow.status == _READY)
+            ).mappings().first()
+        if row is None:
+            raise NotFoundError(f"dictionary {dictionary_id!r} not found (or not ready)")
+        return _dictionary_dict(row)
+
+    # ------------------------------------------------------------------ features
+
+    def list_features(
+        self,
+        dictionary_id: str,
+        sort: SortKey = "index",
+        order: SortOrder = "asc",
+        min_density: float | None = None,
+        max_density: float | None = None,
+        dead: bool | None = None,
+        pruned: bool | None = None,
+        q: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """A filtered, sorted page of feature summaries: {total, offset, limit, items}.
+
+        `q` searches labels, top tokens and explanation texts (case-insensitive substring).
+        Null scores sort last in both orders; ties break by index.
+        """
+        dictionary = self.get_dictionary(dictionary_id)
+        conditions = [FeatureRow.dictionary_id == dictionary_id]
+        if min_density is not None:
+            conditions.append(FeatureRow.density >= min_density)
+        if max_density is not None:
+            conditions.append(FeatureRow.density <= max_density)
+        if dead is not None:
+            conditions.append(FeatureRow.dead == dead)
+        if pruned is not None:
+            conditions.append(FeatureRow.pruned == pruned)
+        if q:
+            pattern = f"%{_escape_like(q.lower())}%"
+            explained = (
+                select(ExplanationRow.feature_index)
+                .where(
+                    ExplanationRow.dictionary_id == dictionary_id,
+                    func.lower(ExplanationRow.text).like(pattern, escape="\\"),
+                )
+                .scalar_subquery()
+            )
+            conditions.append(
+                or_(
+                    func.lower(FeatureRow.label).like(pattern, escape="\\"),
+                    func.lower(FeatureRow.top_tokens).like(pattern, escape="\\"),
+                    FeatureRow.index.in_(explained),
+                )
+            )
+        column = {
+            "index": FeatureRow.index,
+            "density": FeatureRow.density,
+            "max_activation": FeatureRow.max_activation,
+            "score": FeatureRow.score,
+        }[sort]
+        ordered = column.desc() if order == "desc" else column.asc()
+        order_by = [ordered.nulls_last()] if sort == "score" else [ordered]
+        if sort != "index":
+            order_by.append(FeatureRow.index.asc())
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(FeatureRow).where(*conditions)).scalar() or 0
+            rows = conn.execute(
+                select(*_SUMMARY_COLUMNS).where(*conditions).order_by(*order_by).offset(offset).limit(limit)
+            ).mappings().all()
+        prefix = dictionary["display_prefix"]
+        return {
+            "total": int(total),
+            "offset": offset,
+            "limit": limit,
+            "items": [_summary(r, prefix) for r in rows],
+        }
+
+    def get_feature(self, dictionary_id: str, index: int) -> dict[str, Any]:
+        """The full record of one feature of a ready dictionary (FeatureDetail shape).
+
+        Three small indexed queries on one connection: the feature row joined with its (ready)
+        dictionary, its explanations, and its example groups with counts. Neighbour and match labels
+        are stored inline by the precompute.
+        """
+        params = {"dictionary_id": dictionary_id, "index": index}
+        with self.engine.connect() as conn:
+            row = conn.execute(self._q["feature"], params).mappings().first()
+            if row is None:
+                self.get_dictionary(dictionary_id)  # raises NotFoundError for the dictionary
+                raise NotFoundError(f"feature {index} of dictionary {dictionary_id!r} not found")
+            explanations = conn.execute(self._q["explanations"], params).mappings().all()
+            groups = conn.execute(self._q["groups"], params).all()
+
+        record = _summary(row, row["display_prefix"] or "")
+        quantile_edges = row.get("quantile_edges")
+        record.update(
+            decoder_norm=_finite(row["decoder_norm"]),
+            histogram=_histogram(row["histogram"]),
+            quantile_edges=[_finite(v) for v in quantile_edges] if isinstance(quantile_edges, list) else None,
+            logits_top=_logit_list(row["logits_top"]),
+            logits_bottom=_logit_list(row["logits_bottom"]),
+            logits_histogram=_histogram(row["logits_histogram"]),
+            neighbours=[
+                {"index": int(n["index"]), "cosine": _finite(n.get("cosine")), "label": str(n.get("label") or "")}
+                for n in (row["neighbours"] or [])
+                if isinstance(n, dict) and "index" in n
+            ],
+            matches=[
+                {
+                    "dictionary_id": str(m["dictionary_id"]),
+                    "index": int(m["index"]),
+                    "cosine": _finite(m.get("cosine")),
+                    "label": str(m.get("label") or ""),
+                }
+                for m in (row["matches"] or [])
+                if isinstance(m, dict) and "index" in m and "dictionary_id" in m
+            ],
+            umap_x=_finite(row["umap_x"], None),
+            umap_y=_finite(row["umap_y"], None),
+            explanations=[
+                {
+                    "text": e["text"],
+                    "method": e["method"],
+                    "explainer": e["explainer"] or "",
+                    "score_top_random": _finite(e["score_top_random"], None),
+                    "score_top": _finite(e["score_top"], None),
+                    "score_random": _finite(e["score_random"], None),
+                }
+                for e in explanations
+            ],
+            example_groups=sorted(
+                ({"group": g, "label": lbl or "", "count": int(c)} for g, lbl, c in groups),
+                key=lambda g: _group_order(g["group"]),
+            ),
+        )
+        return record
+
+    def _example_rows(self, dictionary_id: str, index: int, group: str | None) -> list[Any]:
+        """Example rows sorted by group then rank; JSON columns come back as their raw text."""
+        params: dict[str, Any] = {"dictionary_id": dictionary_id, "index": index}
+        statement = self._q["examples"]
+        if group is not None:
+            params["group"] = group
+            statement = self._q["examples_group"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement, params).all()
+        if not rows:
+            # Distinguish "no such feature" (404) from "no examples in this group" ([]).
+            self._require_feature(dictionary_id, index)
+            return []
+        return sorted(rows, key=lambda r: (_group_order(r[0]), r[2]))
+
+    def get_examples(self, dictionary_id: str, index: int, group: str | None = None) -> list[dict[str, Any]]:
+        """Examples of one feature (one group or all), ordered by group then rank, with token strings."""
+        return json.loads(self.get_examples_json(dictionary_id, index, group))
+
+    def get_examples_json(self, dictionary_id: str, index: int, group: str | None = None) -> bytes:
+        """`get_examples` as a UTF-8 JSON array, built without decoding and re-encoding the stored
+        activation arrays (the feature page's hot path). Non-finite stored values become 0."""
+        rows = self._example_rows(dictionary_id, index, group)
+        if not rows:
+            return b"[]"
+        model_id = rows[0][8]
+        parts = []
+        for grp, label, rank, context_id, max_act, acts_text, doc_id, tokens_text, _ in rows:
+            tokens = self._tokens_fragment(model_id, tokens_text)
+            if "N" in acts_text or "I" in acts_text:  # NaN / Infinity are not JSON
+                acts_text = json.dumps([_finite(a) for a in json.loads(acts_text)])
+            parts.append(
+                '{"group":%s,"group_label":%s,"rank":%d,"context_id":%d,"doc_id":%s,"tokens":[%s],'
+                '"token_ids":%s,"activations":%s,"max_activation":%r}'
+                % (
+                    json.dumps(grp), json.dumps(label or ""), int(rank), int(context_id), json.dumps(doc_id or ""),
+                    tokens, tokens_text, acts_text, _finite(max_act),
+                )
+            )
+        return ("[" + ",".join(parts) + "]").encode("utf-8")
+
+    def _tokens_fragment(self, model_id: str, tokens_text: str) -> str:
+        """The JSON-array body of token strings for a stored context's raw token-id text.
+
+        A pure function of (model, text), cached (bounded): contexts are shared by many features'
+        examples, so the same ones come back page after page."""
+        key = (model_id, tokens_text)
+        cached = self._fragments.get(key)
+        if cached is not None:
+            return cached
+        vocab_json = self._vocab_json(model_id)
+        n_vocab = len(vocab_json)
+        ids = json.loads(tokens_text)
+        if ids and 0 <= min(ids) and max(ids) < n_vocab:
+            fragment = ",".join([vocab_json[t] for t in ids])
+        else:
+            fragment = ",".join(vocab_json[t] if 0 <= t < n_vocab else json.dumps(f"<{t}>") for t in ids)
+        if len(self._fragments) >= _FRAGMENT_CACHE_SIZE:
+            try:  # oldest first (dicts keep insertion order); a racing thread may have evicted it
+                self._fragments.pop(next(iter(self._fragments)))
+            except (KeyError, RuntimeError, StopIteration):
+                pass
+        self._fragments[key] = fragment
+        return fragment
+
+    def _vocab_json(self, model_id: str) -> list[str]:
+        cached = self._vocab_json_cache.get(model_id)
+        if cached is None:
+            cached = [json.dumps(t) for t in self.vocab(model_id)]
+            self._vocab_json_cache[model_id] = cached
+        return cached
+
+    def _require_feature(self, dictionary_id: str, index: int) -> None:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(FeatureRow.index)
+                .join(DictionaryRow, DictionaryRow.id == FeatureRow.dictionary_id)
+                .where(
+                    FeatureRow.dictionary_id == dictionary_id,
+                    FeatureRow.index == index,
+                    DictionaryRow.status == _READY,
+                )
+            ).first()
+        if found is None:
+            self.get_dictionary(dictionary_id)
+            raise NotFoundError(f"feature {index} of dictionary {dictionary_id!r} not found")
+
+    def feature_labels(self, dictionary_id: str, indices: Sequence[int]) -> dict[int, str]:
+        """Labels of some features of one dictionary (missing indices are absent)."""
+        unique = sorted({int(i) for i in indices})
+        if not unique:
+            return {}
+        out: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                rows = conn.execute(
+                    select(FeatureRow.index, FeatureRow.label).where(
+                        FeatureRow.dictionary_id == dictionary_id, FeatureRow.index.in_(chunk)
+                    )
+                ).all()
+                out.update({int(i): lbl or "" for i, lbl in rows})
+        return out
+
+    def all_labels(self, dictionary_id: str, version: Any = None) -> list[str]:
+        """Every feature label of a dictionary by index, cached per (`dictionary_id`, `version`).
+
+        Pass the dictionary's `created_at` as `version`: a re-published dictionary gets a new one,
+        so a stale cache entry is never used. At most 16 dictionaries are kept.
+        """
+        key = (dictionary_id, str(version))
+        cached = self._labels_cache.get(key)
+        if cached is not None:
+            return cached
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(FeatureRow.index, FeatureRow.label)
+                .where(FeatureRow.dictionary_id == dictionary_id)
+                .order_by(FeatureRow.index)
+            ).all()
+        labels = [""] * ((rows[-1][0] + 1) if rows else 0)
+        for i, label in rows:
+            labels[int(i)] = label or ""
+        with self._vocab_lock:
+            if len(self._labels_cache) >= 16:
+                self._labels_cache.pop(next(iter(self._labels_cache)))
+            self._labels_cache[key] = labels
+        return labels
+
+    # ------------------------------------------------------------------ maps and histograms
+
+    def map_points(self, dictionary_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Features with UMAP coordinates of the given (ready) dictionaries."""
+        if not dictionary_ids:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    FeatureRow.dictionary_id,
+                    FeatureRow.index,
+                    FeatureRow.umap_x,
+                    FeatureRow.umap_y,
+                    FeatureRow.density,
+                    FeatureRow.label,
+                )
+                .join(DictionaryRow, DictionaryRow.id == FeatureRow.dictionary_id)
+                .where(
+                    FeatureRow.dictionary_id.in_(list(dictionary_ids)),
+                    DictionaryRow.status == _READY,
+                    FeatureRow.umap_x.is_not(None),
+                    FeatureRow.umap_y.is_not(None),
+                )
+                .order_by(FeatureRow.dictionary_id, FeatureRow.index)
+            ).all()
+        points = []
+        for d, i, x, y, density, label in rows:
+            x, y = _finite(x, None), _finite(y, None)
+            if x is None or y is None:
+                continue
+            points.append(
+                {"dictionary_id": d, "index": int(i), "x": x, "y": y, "density": _finite(density),
+                 "label": label or ""}
+            )
+        return points
+
+    def densities(self, dictionary_id: str) -> list[float]:
+        """Firing density of every feature of a ready dictionary, by index."""
+        self.get_dictionary(dictionary_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(FeatureRow.density).where(FeatureRow.dictionary_id == dictionary_id).order_by(FeatureRow.index)
+            ).all()
+        return [_finite(r[0]) or 0.0 for r in rows]
+
+
+def density_histogram(densities: Sequence[float], n_bins: int = 40) -> dict[str, Any]:
+    """Histogram of log10 firing density over features that fire; never-firing ones counted apart.
+
+    Bins span [floor(min log10 density), 0] in `n_bins` equal steps: {edges, counts, dead}.
+    """
+    logs = [math.log10(d) for d in densities if d > 0]
+    dead = sum(1 for d in densities if not d > 0)
+    if not logs:
+        return {"edges": [], "counts": [], "dead": dead}
+    low = math.floor(min(logs))
+    high = max(0.0, math.ceil(max(logs)))
+    if high <= low:
+        high = low + 1
+    step = (high - low) / n_bins
+    edges = [low + i * step for i in range(n_bins + 1)]
+    counts = [0] * n_bins
+    for v in logs:
+        counts[min(int((v - low) / step), n_bins - 1)] += 1
+    return {"edges": edges, "counts": counts, "dead": dead}
+
+
+def _group_order(group: str) -> tuple[int, float, str]:
+    if group == "top":
+        return (0, 0.0, group)
+    if group.startswith("quantile_"):
+        try:
+            return (1, float(group.split("_", 1)[1]), group)  # quantile_0 is the highest interval
+        except ValueError:
+            return (1, 0.0, group)
+    if group == "random":
+        return (3, 0.0, group)
+    return (2, 0.0, group)
+
+
+def _histogram(value: Any) -> dict[str, list[float]]:
+    if not isinstance(value, dict):
+        return {"edges": [], "counts": []}
+    return {
+        "edges": [_finite(v) for v in value.get("edges") or []],
+        "counts": [_finite(v) for v in value.get("counts") or []],
+    }
+
+
+def _logit_list(value: Any) -> list[dict[str, Any]]:
+    out = []
+    for item in value or []:
+        if isinstance(item, dict) and "token_id" in item:
+            out.append(
+                {"token": str(item.get("token", "")), "token_id": int(item["token_id"]),
+                 "value": _finite(item.get("value"))}
+            )
+    return out
+
+

@@ -1,0 +1,294 @@
+"""Benchmark: the REST API under load against a real uvicorn server on 127.0.0.1.
+
+Atlas (built once under `--work`, reused by later runs): the built-in model shape (1 layer, d_model
+128, d_mlp 512, n_ctx 128, vocab ~4096; trained only a few steps: speed does not depend on training),
+one StandardSAE with `--d-sae` features on `blocks.0.mlp.hook_post` (random, encoder biases set so each
+feature fires on ~2% of tokens), precomputed by `precompute_and_publish` with the default
+PrecomputeConfig (20 top + 10x5 interval + 5 random examples per feature) over `--contexts` contexts
+of standard-library text, into SQLite.
+
+Measured in one run:
+- floor: the raw model + SAE forward for one 128-token text in this process (torch threads as the
+  server), median of repeated runs before and after the server runs (the lower is used); also
+  `Engine.top_features` called directly (no HTTP).
+- the server (a subprocess: `uvicorn` serving `create_app`): p50/p99 latency and requests/s of
+  GET feature detail, GET examples, the two together as one feature page, and POST
+  /inference/activations on 128-token texts, at 1 and 32 concurrent clients (aiohttp), bounded
+  request counts.
+Targets: feature page p99 < 25 ms at 32 clients on SQLite; live inference p50 within 1.5x of the raw
+forward at 1 client.
+
+    .venv/bin/python benchmarks/bench_api.py            # ~2-4 min the first time (builds the atlas)
+    .venv/bin/python benchmarks/bench_api.py --requests 300 --clients 1 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HOOK = "blocks.0.mlp.hook_post"
+DICT_ID = "bench-sae"
+
+
+def build_atlas(work: Path, d_sae: int, n_contexts: int, density: float = 0.02) -> Path:
+    """The benchmark atlas under `work/atlas` (reused when complete)."""
+    from saescope.activations.stream import hook_activations
+    from saescope.analysis.config import PrecomputeConfig
+    from saescope.atlas_layout import AtlasLayout
+    from saescope.corpus.packing import pack_documents
+    from saescope.corpus.stdlib import stdlib_documents
+    from saescope.dictionaries.base import DictionaryMetadata
+    from saescope.dictionaries.saelens_format import save_dictionary
+    from saescope.dictionaries.standard_sae import StandardSAE
+    from saescope.lm.builtin import BuiltinLMConfig, build_builtin_lm
+    from saescope.lm.loading import load_lm
+    from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
+
+    root = work / "atlas"
+    layout = AtlasLayout(root=root)
+    marker = root / "bench_ready.json"
+    spec = {"d_sae": d_sae, "contexts": n_contexts}
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return root
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    t0 = time.perf_counter()
+    cfg = BuiltinLMConfig(
+        train_tokens=32 * 128 * 10, warmup_steps=2, corpus_max_files=80, tokenizer_train_chars=2_000_000,
+        eval_contexts=16, checkpoint_every_steps=1000,
+    )
+    build_builtin_lm(cfg, layout.model_dir, progress=False)
+    model = load_lm(layout.model_dir, device="cpu")
+    packed = pack_documents(stdlib_documents("all", max_files=400), model.tokenizer, 128, max_contexts=n_contexts)
+    sae = StandardSAE(int(model.cfg.d_mlp), d_sae, DictionaryMetadata(model_name="bench", hook_name=HOOK, context_size=128))
+    sae.reset_parameters(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = hook_activations(model, torch.as_tensor(packed.tokens[:16]), HOOK)[:, 1:].reshape(-1, int(model.cfg.d_mlp))
+        pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+        sae.b_enc.sub_(torch.quantile(pre, 1.0 - density, dim=0))
+    save_dictionary(sae, layout.dictionary_dir(DICT_ID))
+    precompute_and_publish(
+        layout.sqlite_url, model, ModelInfo(id="bench-1l", source="builtin", location="model", tokenizer="model/tokenizer"),
+        [DictionaryEntry(DICT_ID, sae, weights_path=f"dictionaries/{DICT_ID}")], packed,
+        PrecomputeConfig(device="cpu", progress=False, umap=False), work_dir=layout.work_dir, atlas_root=root,
+    )
+    marker.write_text(json.dumps(spec))
+    print(f"built atlas in {time.perf_counter() - t0:.0f} s ({layout.sqlite_path.stat().st_size / 2**20:.0f} MiB)")
+    return root
+
+
+def texts_of_128_tokens(root: Path, n: int) -> list[str]:
+    """`n` texts that tokenise to exactly 127 tokens (128 with BOS), from stdlib files."""
+    from saescope.corpus.stdlib import stdlib_documents
+    from saescope.lm.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(root / "model" / "tokenizer")
+    out = []
+    for doc in stdlib_documents("heldout", max_files=200):
+        ids = tok(doc.text, add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids) - 200, 400):
+            text = tok.decode(ids[start : start + 127])
+            if len(tok(text, add_special_tokens=False)["input_ids"]) == 127:
+                out.append(text)
+            if len(out) >= n:
+                return out
+    return out
+
+
+def measure_floor(root: Path, texts: list[str], repeats: int) -> dict[str, float]:
+    """Median seconds of the raw forward (model to the hook + SAE encode) and of Engine.top_features."""
+    from saescope.dictionaries.saelens_format import load_dictionary
+    from saescope.engine.engine import Engine
+    from saescope.lm.loading import load_lm
+
+    model = load_lm(root / "model", device="cpu")
+    sae = load_dictionary(root / "dictionaries" / DICT_ID)
+    engine = Engine(model, model_id="bench-1l")
+    engine.add_dictionary(DICT_ID, sae)
+    ids = [engine.tokenize(t) for t in texts]
+    tokens = [torch.tensor([i]) for i in ids]
+
+    def raw(t: torch.Tensor) -> torch.Tensor:
+        captured = []
+        with torch.no_grad(), model.hooks(fwd_hooks=[(HOOK, lambda a, hook: captured.append(a))]):
+            model(t, stop_at_layer=1)
+            return sae.encode(captured[0])
+
+    raw_times, engine_times = [], []
+    for r in range(repeats + 3):
+        t = tokens[r % len(tokens)]
+        t0 = time.perf_counter()
+        raw(t)
+        t1 = time.perf_counter()
+        engine.top_features(ids[r % len(ids)], [DICT_ID], 5)
+        t2 = time.perf_counter()
+        if r >= 3:
+            raw_times.append(t1 - t0)
+            engine_times.append(t2 - t1)
+    return {"raw_forward": statistics.median(raw_times), "engine_direct": statistics.median(engine_times)}
+
+
+LAUNCHER = """
+import os, sys, uvicorn
+from saescope.api.app import SETTINGS_ENV
+from saescope.api.settings import ApiSettings, ApiLimits
+root, port, threads, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+settings = ApiSettings(store_url=f"sqlite:///{root}/atlas.db", atlas_root=root, device="cpu",
+                       torch_threads=threads, preload_engine=True, limits=ApiLimits(max_queue=256, request_timeout_s=120))
+os.environ[SETTINGS_ENV] = settings.model_dump_json()
+uvicorn.run("saescope.api.app:create_app_from_env", factory=True, workers=workers, host="127.0.0.1",
+            port=port, log_level="warning", access_log=False)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run_load(base: str, make_request, n_requests: int, clients: int) -> dict[str, float]:
+    """Send `n_requests` (split over `clients` concurrent loops); latency percentiles and req/s."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(n_requests))
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(base, connector=connector) as session:
+
+        async def loop() -> None:
+            nonlocal errors
+            for i in counter:
+                t0 = time.perf_counter()
+                ok = await make_request(session, i)
+                latencies.append(time.perf_counter() - t0)
+                errors += 0 if ok else 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "rps": len(latencies) / wall,
+        "errors": errors,
+        "n": len(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/saescope_bench_api"))
+    parser.add_argument("--d-sae", type=int, default=2048)
+    parser.add_argument("--contexts", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=400, help="Requests per read measurement.")
+    parser.add_argument("--inference-requests", type=int, default=64, help="Requests per inference measurement.")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes.")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (server and floor).")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    root = build_atlas(args.work, args.d_sae, args.contexts)
+    texts = texts_of_128_tokens(root, 16)
+    floor = measure_floor(root, texts, repeats=50)
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(root), str(port), str(args.threads), str(args.workers)])
+    base = f"http://127.0.0.1:{port}"
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        import urllib.request
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/api/v1/health", timeout=1).read()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise SystemExit("server did not start")
+                time.sleep(0.2)
+        d_sae = args.d_sae
+        rng = random.Random(0)
+        indices = [rng.randrange(d_sae) for _ in range(max(args.requests, 1))]
+
+        async def detail(session, i):
+            async with session.get(f"/api/v1/dictionaries/{DICT_ID}/features/{indices[i % len(indices)]}") as r:
+                await r.read()
+                return r.status == 200
+
+        async def examples(session, i):
+            async with session.get(f"/api/v1/dictionaries/{DICT_ID}/features/{indices[i % len(indices)]}/examples") as r:
+                await r.read()
+                return r.status == 200
+
+        async def page(session, i):
+            a, b = await asyncio.gather(detail(session, i), examples(session, i))
+            return a and b
+
+        async def inference(session, i):
+            body = {"text": texts[i % len(texts)], "dictionaries": [DICT_ID], "top_k": 5}
+            async with session.post("/api/v1/inference/activations", json=body) as r:
+                await r.read()
+                return r.status == 200
+
+        async def warm(session, i):
+            await inference(session, i)
+            return await page(session, i)
+
+        asyncio.run(run_load(base, warm, 8, 1))
+        for name, fn, n in (
+            ("feature detail", detail, args.requests),
+            ("examples", examples, args.requests),
+            ("feature page (both)", page, args.requests),
+            ("inference 128 tok", inference, args.inference_requests),
+        ):
+            results[name] = {}
+            for c in args.clients:
+                results[name][c] = asyncio.run(run_load(base, fn, n, c))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    after = measure_floor(root, texts, repeats=50)  # again, now that the server is gone: load drifts
+    floor = {k: min(floor[k], after[k]) for k in floor}
+
+    load = os.getloadavg()[0]
+    print(f"\natlas: d_sae {args.d_sae}, {args.contexts} contexts x 128 tokens, SQLite; torch threads {args.threads}; "
+          f"{args.workers} uvicorn worker(s); machine {os.cpu_count()} cores, load average {load:.1f} at the end")
+    print(f"floor (in-process, 128 tokens): raw model+SAE forward {floor['raw_forward'] * 1000:.2f} ms; "
+          f"Engine.top_features {floor['engine_direct'] * 1000:.2f} ms")
+    print(f"\n{'endpoint':24s} {'clients':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>8s} {'errors':>6s}")
+    for name, per in results.items():
+        for c, r in per.items():
+            print(f"{name:24s} {c:7d} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['rps']:8.1f} {r['errors']:6d}")
+    page32 = results["feature page (both)"].get(32)
+    inf1 = results["inference 128 tok"].get(1)
+    print()
+    if page32:
+        print(f"feature page p99 at 32 clients: {page32['p99_ms']:.1f} ms (target < 25 ms)")
+    if inf1:
+        print(f"live inference p50 at 1 client / raw forward: {inf1['p50_ms'] / 1000 / floor['raw_forward']:.2f}x "
+              f"(target <= 1.5x); / Engine direct: {inf1['p50_ms'] / 1000 / floor['engine_direct']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
