@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
@@ -44,6 +45,25 @@ def plotly_js_path() -> Path | None:
         return None
     path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     return path if path.is_file() else None
+
+
+def mount_offline_docs(app: FastAPI) -> None:
+    """Serve the interactive OpenAPI page at /docs with Swagger UI's files from the installed
+    `swagger-ui-bundle` package (users may be offline, so never from a CDN)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/vendor/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="saescope API",
+            swagger_js_url="/vendor/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/vendor/swagger/swagger-ui.css",
+            swagger_favicon_url="/vendor/swagger/favicon-32x32.png",
+        )
 
 
 def mount_frontend(app: FastAPI, folder: Path) -> None:
@@ -106,8 +126,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         "records, run live inference on pasted text, steer and ablate. Errors are JSON "
         '`{"error": message, "field": path}`.',
         lifespan=lifespan,
+        docs_url=None,  # served below from the installed swagger-ui-bundle: no CDN, works offline
+        redoc_url=None,
     )
     app.state.saescope = state
+    mount_offline_docs(app)
     install_error_handlers(app)
     for module in (meta, dictionaries, features, inference, interventions):
         app.include_router(module.router, prefix=API_PREFIX)
