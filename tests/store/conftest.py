@@ -1,0 +1,29 @@
+"""Fixtures for store tests (tiny random model and contexts from store_helpers)."""
+
+from __future__ import annotations
+
+import pytest
+from transformer_lens import HookedTransformer
+
+from store_helpers import Packed, make_contexts, make_model
+
+
+@pytest.fixture(scope="session")
+def model() -> HookedTransformer:
+    return make_model()
+
+
+@pytest.fixture()
+def contexts() -> Packed:
+    return make_contexts()
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny matmuls run faster on one thread, especially on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
