@@ -47,3 +47,15 @@ def test_readable_vocab_matches_to_str_tokens(tiny_lm):
     vocab = readable_vocab(tiny_lm.tokenizer)
     ids = tiny_lm.to_tokens("import os, sys")[0].tolist()
     assert [vocab[i] for i in ids] == tiny_lm.to_str_tokens("import os, sys")
+
+
+def test_partial_utf8_byte_tokens_display_as_escaped_bytes_not_replacement_chars(tiny_lm_dir) -> None:
+    from saescope.lm.tokenizer import load_tokenizer, readable_vocab
+
+    tokenizer = load_tokenizer(tiny_lm_dir / "tokenizer")
+    vocab = readable_vocab(tokenizer)
+    assert len(vocab) == len(tokenizer)
+    assert not any("\ufffd" in token for token in vocab)
+    lone_byte = tokenizer.convert_tokens_to_ids(tokenizer.convert_ids_to_tokens(tokenizer.encode("é", add_special_tokens=False))[:1])[0]
+    assert vocab[lone_byte] == "\\xc3"  # first byte of 'é' (0xC3 0xA9) on its own
+    assert vocab[tokenizer.encode(" def", add_special_tokens=False)[0]].startswith(" ")

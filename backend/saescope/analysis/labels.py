@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from saescope.lm.tokenizer import readable_vocab
+
 
 @dataclass
 class FeatureLabels:
@@ -24,12 +26,10 @@ class FeatureLabels:
 
 def vocab_strings(model: Any) -> list[str]:
     """Display string of every token id (decoded text, e.g. ' def'); `str(id)` without a tokenizer."""
-    d_vocab = int(model.cfg.d_vocab)
     tok = getattr(model, "tokenizer", None)
     if tok is None:
-        return [str(i) for i in range(d_vocab)]
-    out = tok.batch_decode([[i] for i in range(d_vocab)], clean_up_tokenization_spaces=False)
-    return [s if isinstance(s, str) else str(i) for i, s in enumerate(out)]
+        return [str(i) for i in range(int(model.cfg.d_vocab))]
+    return readable_vocab(tok, int(model.cfg.d_vocab))
 
 
 def _searchable(s: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
 from saescope.errors import InputError, NotFoundError
 
 SPECIAL_TOKEN = "<|endoftext|>"
@@ -70,10 +72,19 @@ def load_tokenizer(folder: str | Path):  # -> transformers.PreTrainedTokenizerFa
     return AutoTokenizer.from_pretrained(str(path.resolve()))
 
 
-def readable_vocab(tokenizer) -> list[str]:
-    """Display string of every token id, decoded the way `model.to_str_tokens` shows it.
-
-    Ids of partial UTF-8 byte sequences decode to the replacement character, as in transformer_lens.
+def readable_vocab(tokenizer, size: int | None = None) -> list[str]:
+    """Display string of every token id (`size` ids, default the tokenizer's length), decoded the way
+    `model.to_str_tokens` shows it, except that a byte-level token holding a partial UTF-8 sequence
+    is shown as its escaped bytes (e.g. '\\xe2\\x80') rather than the unreadable replacement character.
     """
-    n = len(tokenizer)
-    return tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+    n = len(tokenizer) if size is None else size
+    ids = list(range(min(n, len(tokenizer))))
+    decoded = tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
+    raw = tokenizer.convert_ids_to_tokens(ids)
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    out = []
+    for text, token in zip(decoded, raw):
+        if "\ufffd" in text and token and all(c in byte_of for c in token):
+            text = bytes(byte_of[c] for c in token).decode("utf-8", errors="backslashreplace")
+        out.append(text)
+    return out + [f"<{i}>" for i in range(len(ids), n)]
