@@ -57,14 +57,16 @@ class StandardSAE(Dictionary):
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "StandardSAE":
         """An (uninitialised-weights) instance shaped by a SAELens `cfg.json` dict."""
-        from saescope.dictionaries.architectures import metadata_from_cfg
+        from saescope.dictionaries.architectures import metadata_from_cfg, training_hyperparameters
 
-        return cls(
+        sae = cls(
             int(cfg["d_in"]),
             int(cfg["d_sae"]),
             metadata_from_cfg(cfg),
             apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
         )
+        sae.set_hyperparameters(training_hyperparameters(cfg))
+        return sae
 
     def hyperparameters(self) -> dict[str, Any]:
         """Training settings recorded in cfg.json (e.g. the L1 coefficient), if known."""

@@ -1,0 +1,786 @@
+"""Training sparse autoencoders on a stream of activation batches.
+
+Owns `SAETrainingConfig` (every training option, validated), `train_sae` (one SAE) and
+`train_saes` (a sweep: several SAEs fed the same batches in one pass), the optimiser and schedules
+(Adam, LR warm-up and linear decay, sparsity-coefficient warm-up), input normalisation to norm
+sqrt(d_in) folded into the weights at the end, `b_dec` initialisation, decoder-norm handling,
+dead-latent bookkeeping and resampling, and the training history. The arithmetic of one step lives
+in `training_kernels.py`; files, checkpoints and exact resume in `training_file.py`. This module
+knows nothing about language models or where activations come from: it takes an iterable of
+`[batch, d_in]` tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
+
+from saescope.dictionaries import training_kernels as K
+from saescope.dictionaries.base import Dictionary, DictionaryMetadata
+from saescope.dictionaries.batchtopk_sae import BatchTopKSAE
+from saescope.dictionaries.jumprelu_sae import JumpReLUSAE
+from saescope.dictionaries.standard_sae import StandardSAE
+from saescope.dictionaries.topk_sae import TopKSAE
+from saescope.devices import resolve_device
+from saescope.errors import ConfigError, InputError
+
+Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
+
+# Sparsity-coefficient defaults, in the units of the loss (squared error summed over d_in on inputs
+# normalised to norm sqrt(d_in)); see SAETrainingConfig.sparsity_for.
+DEFAULT_L1_PER_SQRT_D = 0.25
+DEFAULT_L0_PER_D = 1.0 / 128
+
+
+class SAETrainingConfig(BaseModel):
+    """Everything that defines one SAE training run (except the data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Architecture = Field("relu", description="relu (ReLU + L1), topk, batchtopk or jumprelu.")
+    d_sae: int = Field(4096, ge=1, description="Number of latents (features).")
+    k: int | None = Field(
+        None, ge=1, description="Active latents per token for topk/batchtopk (default 32; ignored otherwise)."
+    )
+    l1: float | None = Field(
+        None,
+        ge=0,
+        description="Sparsity coefficient: L1 for relu (default 0.25 * sqrt(d_in), 5.66 at d_in 512), "
+        "L0 for jumprelu (default d_in / 128); ignored by topk/batchtopk.",
+    )
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="Peak Adam learning rate. Default: 1e-3 * sqrt(4096 / d_sae) clipped to [1e-4, 4e-3] "
+        "(Gao et al.'s 1/sqrt(d_sae) scaling, set higher for runs of a few million tokens).",
+    )
+    tokens: int = Field(2_000_000, ge=1, description="Training tokens (activation vectors) to consume.")
+    batch_size: int = Field(1024, ge=1, description="Tokens per optimiser step.")
+    seed: int = Field(0, description="Seed for initialisation, shuffling and resampling.")
+
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
+    adam_eps: float = Field(6.25e-10, gt=0, description="Adam epsilon (Gao et al.).")
+    lr_warmup_fraction: float = Field(0.01, ge=0, le=1, description="Fraction of steps of linear LR warm-up.")
+    lr_decay_fraction: float = Field(
+        0.2, ge=0, le=1, description="Final fraction of steps over which the LR decays linearly to 0."
+    )
+    sparsity_warmup_fraction: float = Field(
+        0.05, ge=0, le=1, description="Fraction of steps over which the L1/L0 coefficient ramps up from 0."
+    )
+
+    normalize_activations: bool = Field(
+        True, description="Scale inputs to mean norm sqrt(d_in) while training; folded into the weights at save."
+    )
+    b_dec_init: Literal["zeros", "mean", "geometric_median"] = Field(
+        "geometric_median", description="Initial decoder bias: zeros, data mean, or geometric median."
+    )
+    decoder_bias: bool = Field(True, description="Learn a decoder bias b_dec (else it stays at its init).")
+    apply_b_dec_to_input: bool = Field(True, description="Encode x - b_dec (SAELens default) rather than x.")
+    tied_init: bool = Field(True, description="Initialise the encoder as the decoder's transpose.")
+    decoder_init_norm: float = Field(
+        1.0, gt=0, description="Initial norm of each decoder row (relu; Anthropic use 0.1 for long runs)."
+    )
+    decoder_norm: Literal["penalty", "unit"] | None = Field(
+        None,
+        description="penalty: free decoder norms, L1 weighted by them (relu default); unit: rows kept at "
+        "norm 1 with the gradient's radial part removed (default for topk/batchtopk/jumprelu).",
+    )
+
+    aux_k: int | None = Field(None, ge=1, description="AuxK latents (topk/batchtopk). Default d_in // 2.")
+    aux_coefficient: float = Field(1 / 32, ge=0, description="AuxK loss coefficient (Gao et al. 1/32).")
+    dead_tokens: int = Field(
+        200_000, ge=1, description="A latent that has not fired for this many tokens counts as dead."
+    )
+    resample_dead_every_tokens: int | None = Field(
+        None, ge=1, description="relu: re-initialise dead latents on high-loss inputs every N tokens (Bricken)."
+    )
+    jumprelu_bandwidth: float = Field(0.05, gt=0, description="STE kernel width for JumpReLU.")
+    jumprelu_init_threshold: float = Field(0.01, ge=0, description="Initial JumpReLU threshold.")
+    batchtopk_threshold_lr: float = Field(0.01, gt=0, le=1, description="EMA rate of the BatchTopK threshold.")
+
+    shuffle_buffer_tokens: int = Field(
+        65_536, ge=0, description="Tokens held in the shuffling buffer for streamed batches (0: no shuffling)."
+    )
+    init_tokens: int = Field(
+        65_536, ge=1, description="Tokens used to estimate the normalisation scale and the b_dec init."
+    )
+    density_window_tokens: int = Field(
+        500_000, ge=1, description="Firing densities (log10_density) are measured over the last N tokens."
+    )
+    log_every_steps: int | None = Field(None, ge=1, description="History interval (default: ~200 points).")
+    sparse_kernels: Literal["auto", "always", "never"] = Field(
+        "auto", description="Use the sparse decode/backward when latents are sparse enough."
+    )
+    device: str = Field("cpu", description="Torch device for training: cpu, cuda, cuda:N or auto.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SAETrainingConfig":
+        if self.architecture in ("topk", "batchtopk"):
+            k = self.k if self.k is not None else 32
+            if k > self.d_sae:
+                raise ConfigError(f"k={k} exceeds d_sae={self.d_sae}: choose k <= d_sae")
+        if self.lr_warmup_fraction + self.lr_decay_fraction > 1:
+            raise ConfigError("lr_warmup_fraction + lr_decay_fraction must be <= 1")
+        return self
+
+    # resolved values ---------------------------------------------------------------------------
+
+    @property
+    def resolved_k(self) -> int:
+        return self.k if self.k is not None else 32
+
+    def sparsity_for(self, d_in: int) -> float:
+        """The L1 (relu) or L0 (jumprelu) coefficient: `l1`, or the default for this d_in.
+
+        In normalised units (||x|| ~ sqrt(d_in)) a latent carrying a share 1/L0 of the norm has an
+        activation ~ sqrt(d_in / L0): an L1 coefficient proportional to sqrt(d_in), and an L0
+        coefficient proportional to d_in, keep the same sparsity across widths."""
+        if self.l1 is not None:
+            return self.l1
+        if self.architecture == "relu":
+            return DEFAULT_L1_PER_SQRT_D * math.sqrt(d_in)
+        if self.architecture == "jumprelu":
+            return DEFAULT_L0_PER_D * d_in
+        return 0.0
+
+    @property
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return float(min(4e-3, max(1e-4, 1e-3 * math.sqrt(4096 / self.d_sae))))
+
+    @property
+    def resolved_decoder_norm(self) -> str:
+        if self.decoder_norm is not None:
+            return self.decoder_norm
+        return "penalty" if self.architecture == "relu" else "unit"
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, math.ceil(self.tokens / self.batch_size))
+
+    def hyperparameters(self, d_in: int) -> dict[str, Any]:
+        """What to record next to the dictionary (cfg.json, store)."""
+        out: dict[str, Any] = {"trained_as": self.architecture, "lr": self.resolved_lr, "training_tokens": self.tokens}
+        if self.architecture in ("relu", "jumprelu"):
+            out["l1_coefficient" if self.architecture == "relu" else "l0_coefficient"] = self.sparsity_for(d_in)
+        if self.architecture in ("topk", "batchtopk"):
+            out["k"] = self.resolved_k
+        return out
+
+
+class TrainingResult(BaseModel):
+    """A trained dictionary (inference form, unit-norm decoder rows, raw activation units)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    dictionary: Any = Field(description="The trained Dictionary (StandardSAE, TopKSAE or JumpReLUSAE).")
+    history: list[dict[str, float]] = Field(description="Per-interval averages: tokens, loss, mse, fvu, l0, ...")
+    log10_density: Any = Field(description="Tensor [d_sae]: log10 firing frequency over the last window.")
+    config: SAETrainingConfig
+    normalization_scale: float = Field(1.0, description="Factor that mapped raw inputs to norm sqrt(d_in).")
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+    def summary(self) -> str:
+        """One line: tokens, L0, FVU, dead fraction of the last history interval."""
+        last = self.final
+        if not last:
+            return "no training steps were run"
+        return (
+            f"{self.config.architecture} d_sae={self.config.d_sae}: {int(last['tokens']):,} tokens, "
+            f"L0 {last['l0']:.1f}, FVU {last['fvu']:.3f} (explained variance {1 - last['fvu']:.3f}), "
+            f"dead {last['dead_fraction']:.1%}"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Data: rebatching + shuffling a stream of tensors
+# ------------------------------------------------------------------------------------------------
+
+
+def _as_batch(t: Any, d_in: int | None) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise InputError(f"activation batches must be torch tensors, got {type(t).__name__}", field="batches")
+    if t.dim() != 2:
+        raise InputError(f"activation batches must be [batch, d_in], got shape {tuple(t.shape)}", field="batches")
+    if d_in is not None and t.shape[1] != d_in:
+        raise InputError(f"activation batch has d_in={t.shape[1]}, expected {d_in}", field="batches")
+    if not t.is_floating_point():
+        raise InputError(f"activation batches must be floating point, got {t.dtype}", field="batches")
+    t = t.detach().to("cpu", torch.float32)
+    if not torch.isfinite(t).all():
+        raise InputError("activation batch contains NaN or infinite values", field="batches")
+    return t
+
+
+class ShuffledBatches:
+    """Re-chunk an iterable of [n, d_in] tensors into [batch_size, d_in] batches, shuffled through a
+    buffer of `buffer_tokens` rows (deterministic for a seed). `peek(n)` returns the first n rows
+    (for normalisation/b_dec init) without consuming them."""
+
+    def __init__(self, batches: Iterable[Tensor], batch_size: int, buffer_tokens: int, seed: int) -> None:
+        self._source = iter(batches)
+        self.batch_size = batch_size
+        self.buffer_tokens = max(buffer_tokens, batch_size)
+        self._gen = torch.Generator().manual_seed(seed + 7919)
+        self._pending: list[Tensor] = []
+        self._pending_rows = 0
+        self._exhausted = False
+        self.d_in: int | None = None
+        self.shuffle = buffer_tokens > 0
+
+    def _pull(self, rows: int) -> None:
+        while self._pending_rows < rows and not self._exhausted:
+            try:
+                t = next(self._source)
+            except StopIteration:
+                self._exhausted = True
+                break
+            t = _as_batch(t, self.d_in)
+            if t.shape[0] == 0:
+                continue
+            self.d_in = t.shape[1]
+            self._pending.append(t)
+            self._pending_rows += t.shape[0]
+
+    def peek(self, rows: int) -> Tensor:
+        self._pull(rows)
+        if not self._pending:
+            raise InputError("the activation stream is empty: no batches to train on", field="batches")
+        data = torch.cat(self._pending)
+        self._pending = [data]
+        return data[:rows]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        while True:
+            self._pull(self.buffer_tokens)
+            if self._pending_rows == 0:
+                return
+            data = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
+            if self.shuffle:
+                data = data[torch.randperm(data.shape[0], generator=self._gen)]
+            # emit half the buffer (all of it at the end of the stream), keep the rest for mixing
+            emit = data.shape[0] if self._exhausted else max(self.batch_size, data.shape[0] // 2)
+            emit -= emit % self.batch_size if not self._exhausted else 0
+            out, rest = data[:emit], data[emit:]
+            self._pending = [rest] if rest.shape[0] else []
+            self._pending_rows = rest.shape[0]
+            for i in range(0, out.shape[0], self.batch_size):
+                yield out[i : i + self.batch_size]
+
+
+# ------------------------------------------------------------------------------------------------
+# Initialisation helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def geometric_median(points: Tensor, iterations: int = 100, tol: float = 1e-6) -> Tensor:
+    """Weiszfeld's algorithm on `points [n, d]` (float64 internally)."""
+    pts = points.double()
+    median = pts.mean(0)
+    for _ in range(iterations):
+        dist = (pts - median).norm(dim=1).clamp_min(1e-8)
+        w = 1.0 / dist
+        new = (w[:, None] * pts).sum(0) / w.sum()
+        if (new - median).norm() < tol * (1 + median.norm()):
+            median = new
+            break
+        median = new
+    return median.float()
+
+
+def normalization_scale(sample: Tensor) -> float:
+    """Factor c with E||c x|| = sqrt(d_in)."""
+    mean_norm = sample.norm(dim=1).mean().item()
+    if mean_norm <= 0:
+        raise InputError("activations are all zero: nothing to learn", field="batches")
+    return math.sqrt(sample.shape[1]) / mean_norm
+
+
+# ------------------------------------------------------------------------------------------------
+# One SAE being trained
+# ------------------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, total_steps: int, warmup_fraction: float, decay_fraction: float) -> float:
+    """LR multiplier at `step` (0-based): linear warm-up, constant, linear decay to 0."""
+    warmup = int(round(warmup_fraction * total_steps))
+    decay = int(round(decay_fraction * total_steps))
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    decay_start = total_steps - decay
+    if decay > 0 and step >= decay_start:
+        return max(0.0, (total_steps - step) / decay)
+    return 1.0
+
+
+class SAETrainer:
+    """State of one SAE under training: parameters, Adam, counters. `step(x)` does one update."""
+
+    def __init__(self, config: SAETrainingConfig, d_in: int, scale: float, b_dec_init: Tensor | None) -> None:
+        self.config = config
+        self.d_in = d_in
+        self.scale = scale
+        cfg = config
+        self.params = K.SAEParameters(
+            d_in, cfg.d_sae, threshold=cfg.architecture == "jumprelu", decoder_bias=cfg.decoder_bias
+        )
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self._init_parameters(b_dec_init)
+        self.device = resolve_device(cfg.device)
+        self.params.to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.params.trainable(),
+            lr=cfg.resolved_lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_eps,
+            fused=True,
+        )
+        self.step_index = 0
+        self.tokens_seen = 0
+        self.tokens_since_fired = torch.zeros(cfg.d_sae, dtype=torch.int64)
+        self.window_counts = torch.zeros(cfg.d_sae, dtype=torch.float64)
+        self.window_tokens = 0
+        self.prev_window_counts = torch.zeros(cfg.d_sae, dtype=torch.float64)
+        self.prev_window_tokens = 0
+        self.batchtopk_threshold = 0.0
+        self._threshold_ema = 0.0
+        self._last_density = 1.0
+        self.history: list[dict[str, float]] = []
+        self._acc: dict[str, float] = {}
+        self._acc_steps = 0
+        total = cfg.total_steps
+        self.log_every = cfg.log_every_steps or max(1, total // 200)
+
+    @torch.no_grad()
+    def _init_parameters(self, b_dec_init: Tensor | None) -> None:
+        cfg, p, g = self.config, self.params, self.generator
+        w = torch.randn(cfg.d_sae, self.d_in, generator=g)
+        w /= w.norm(dim=1, keepdim=True)
+        if cfg.resolved_decoder_norm == "penalty":
+            w *= cfg.decoder_init_norm
+        p.W_dec.copy_(w)
+        if cfg.tied_init:
+            p.W_encT.copy_(w)
+        else:
+            bound = 1.0 / math.sqrt(self.d_in)
+            p.W_encT.uniform_(-bound, bound, generator=g)
+        p.b_enc.zero_()
+        p.b_dec.copy_(b_dec_init if b_dec_init is not None else torch.zeros(self.d_in))
+        if p.threshold is not None:
+            p.threshold.fill_(cfg.jumprelu_init_threshold)
+
+    @torch.no_grad()
+    def calibrate_encoder(self, sample: Tensor) -> float:
+        """Scale the (tied) encoder so the initial reconstruction of `sample` (normalised units)
+        has the least-squares right size; returns the factor. With a tied init, TopK and above all
+        BatchTopK (which can give one large token dozens of near-parallel latents) otherwise start
+        far overshooting, which costs a short run much of its budget. Selection is unchanged
+        (positive scaling, b_enc = 0). The encoder is only ever shrunk (a ReLU SAE with small
+        initial decoder rows keeps its init)."""
+        cfg, p = self.config, self.params
+        x = sample[:8192].to(self.device)
+        x_in = x - p.b_dec if cfg.apply_b_dec_to_input else x
+        pre = x_in @ p.W_encT.t() + p.b_enc
+        k = cfg.resolved_k
+        if cfg.architecture == "relu":
+            f = pre.relu()
+        elif cfg.architecture == "jumprelu":
+            f = pre * (pre > p.threshold)
+        elif cfg.architecture == "topk":
+            vals, idx = pre.topk(k, dim=1)
+            f = torch.zeros_like(pre).scatter_(1, idx, vals.relu())
+        else:
+            n_keep = min(k * x.shape[0], pre.numel())
+            kth = pre.flatten().topk(n_keep).values.min()
+            f = pre * ((pre >= kth) & (pre > 0))
+        recon = f @ p.W_dec  # without b_dec: the part the encoder scale controls
+        target = x - p.b_dec
+        denom = recon.pow(2).sum()
+        if denom <= 0:
+            return 1.0
+        alpha = float((recon * target).sum() / denom)
+        if not 0 < alpha < 1:
+            return 1.0
+        p.W_encT.mul_(alpha)
+        return alpha
+
+    # -- one step ---------------------------------------------------------------------------------
+
+    SPARSE_DENSITY = 0.06  # "auto": sparse path below this fraction of active latents
+
+    def _use_sparse(self) -> bool:
+        mode = self.config.sparse_kernels
+        if mode != "auto":
+            return mode == "always"
+        return self._last_density < self.SPARSE_DENSITY
+
+    def sparsity_coefficient(self) -> float:
+        cfg = self.config
+        warm = int(round(cfg.sparsity_warmup_fraction * cfg.total_steps))
+        factor = min(1.0, (self.step_index + 1) / warm) if warm > 0 else 1.0
+        return cfg.sparsity_for(self.d_in) * factor
+
+    def current_lr(self) -> float:
+        cfg = self.config
+        return cfg.resolved_lr * lr_factor(
+            self.step_index, cfg.total_steps, cfg.lr_warmup_fraction, cfg.lr_decay_fraction
+        )
+
+    @torch.no_grad()
+    def step(self, x: Tensor, x_var_sum: Tensor | None = None) -> K.StepStats:
+        """One optimiser step on normalised activations `x [B, d_in]`."""
+        cfg, p = self.config, self.params
+        coef = self.sparsity_coefficient()
+        arch = cfg.architecture
+        if arch in ("topk", "batchtopk"):
+            dead = (self.tokens_since_fired >= cfg.dead_tokens).to(self.device)
+            fn = K.topk_step if arch == "topk" else K.batchtopk_step
+            stats = fn(p, x, cfg.resolved_k, dead, cfg.aux_k or max(1, self.d_in // 2), cfg.aux_coefficient,
+                       cfg.apply_b_dec_to_input)
+            if arch == "batchtopk":
+                rate = cfg.batchtopk_threshold_lr
+                # EMA of the smallest kept activation (SAELens), bias-corrected like Adam's moments so a
+                # short run does not end with a threshold still pulled towards its 0 start
+                self._threshold_ema = (1 - rate) * self._threshold_ema + rate * float(stats.extra["min_kept"])
+                self.batchtopk_threshold = self._threshold_ema / (1 - (1 - rate) ** (self.step_index + 1))
+                del stats.extra["min_kept"]
+        elif arch == "relu":
+            fn = K.relu_l1_sparse_step if self._use_sparse() else K.relu_l1_step
+            stats = fn(p, x, coef, weight_l1_by_decoder_norm=cfg.resolved_decoder_norm == "penalty",
+                       apply_b_dec_to_input=cfg.apply_b_dec_to_input)
+        else:
+            stats = K.jumprelu_step(p, x, coef, cfg.jumprelu_bandwidth, cfg.apply_b_dec_to_input,
+                                    sparse=self._use_sparse())
+        self._last_density = float(stats.l0) / cfg.d_sae
+        unit = cfg.resolved_decoder_norm == "unit"
+        if unit:
+            # remove the radial component of the decoder gradient (rows stay on the unit sphere)
+            gW = p.W_dec.grad
+            gW.sub_(p.W_dec * (gW * p.W_dec).sum(1, keepdim=True))
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        if unit:
+            p.W_dec.div_(p.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+        if p.threshold is not None:
+            p.threshold.clamp_(min=0.0)
+
+        B = x.shape[0]
+        stats.counts = stats.counts.cpu()
+        fired = stats.counts > 0
+        self.tokens_since_fired.add_(B).masked_fill_(fired, 0)
+        self._update_density(stats.counts, B)
+        self.step_index += 1
+        self.tokens_seen += B
+        self._record(stats, x, x_var_sum, coef, lr)
+        if (
+            cfg.resample_dead_every_tokens
+            and cfg.architecture == "relu"
+            and self.tokens_seen // cfg.resample_dead_every_tokens
+            != (self.tokens_seen - B) // cfg.resample_dead_every_tokens
+            and self.step_index < cfg.total_steps * (1 - cfg.lr_decay_fraction)
+        ):
+            self.resample_dead(x)
+        return stats
+
+    def _update_density(self, counts: Tensor, B: int) -> None:
+        window = self.config.density_window_tokens
+        self.window_counts.add_(counts.double())
+        self.window_tokens += B
+        if self.window_tokens >= window:
+            self.prev_window_counts = self.window_counts
+            self.prev_window_tokens = self.window_tokens
+            self.window_counts = torch.zeros_like(self.prev_window_counts)
+            self.window_tokens = 0
+
+    def log10_density(self) -> Tensor:
+        """[d_sae] log10 firing frequency over the latest window (complete or partial)."""
+        if self.window_tokens >= self.config.density_window_tokens // 2 or self.prev_window_tokens == 0:
+            counts, tokens = self.window_counts, self.window_tokens
+        else:
+            counts = self.window_counts + self.prev_window_counts
+            tokens = self.window_tokens + self.prev_window_tokens
+        freq = counts / max(tokens, 1)
+        return torch.log10(freq + 1e-10).float()
+
+    def _record(self, stats: K.StepStats, x: Tensor, x_var_sum: Tensor | None, coef: float, lr: float) -> None:
+        B = x.shape[0]
+        if x_var_sum is None:
+            x_var_sum = (x - x.mean(0)).pow(2).sum()
+        vals = {
+            "loss": stats.loss,
+            "mse": stats.mse,
+            "fvu": stats.mse * B / x_var_sum.clamp_min(1e-12),
+            "sparsity_loss": stats.sparsity,
+            "aux_loss": stats.aux,
+            "l0": stats.l0,
+        }
+        for key, v in stats.extra.items():
+            vals[key] = v
+        for key, v in vals.items():
+            self._acc[key] = self._acc.get(key, 0.0) + float(v)
+        self._acc_steps += 1
+        if self._acc_steps >= self.log_every or self.step_index >= self.config.total_steps:
+            row = {key: v / self._acc_steps for key, v in self._acc.items()}
+            row.update(
+                step=float(self.step_index),
+                tokens=float(self.tokens_seen),
+                lr=lr,
+                sparsity_coefficient=coef,
+                dead_fraction=float((self.tokens_since_fired >= self.config.dead_tokens).float().mean()),
+            )
+            if self.config.architecture == "batchtopk":
+                row["threshold"] = self.batchtopk_threshold
+            self.history.append(row)
+            self._acc, self._acc_steps = {}, 0
+
+    @torch.no_grad()
+    def resample_dead(self, x: Tensor) -> int:
+        """Bricken et al.: point dead latents at inputs the SAE reconstructs worst; reset their Adam state."""
+        p = self.params
+        dead = (self.tokens_since_fired >= self.config.dead_tokens).nonzero().flatten()
+        if dead.numel() == 0:
+            return 0
+        x_in = x - p.b_dec if self.config.apply_b_dec_to_input else x
+        f = torch.relu(torch.addmm(p.b_enc, x_in, p.W_encT.t()))
+        err = (torch.addmm(p.b_dec, f, p.W_dec) - x).pow(2).sum(1).cpu()  # [B]
+        picks = torch.multinomial(err / err.sum(), dead.numel(), replacement=True, generator=self.generator)
+        dead = dead.to(self.device)
+        dirs = x_in[picks.to(self.device)]
+        dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        alive = torch.ones(self.config.d_sae, dtype=torch.bool, device=self.device)
+        alive[dead] = False
+        enc_norm = float(p.W_encT[alive].norm(dim=1).mean()) if alive.any() else 1.0
+        dec_norm = float(p.W_dec[alive].norm(dim=1).mean()) if alive.any() else 1.0
+        p.W_dec[dead] = dirs * (dec_norm if self.config.resolved_decoder_norm == "penalty" else 1.0)
+        p.W_encT[dead] = dirs * enc_norm * 0.2
+        p.b_enc[dead] = 0.0
+        for param in (p.W_dec, p.W_encT, p.b_enc):
+            state = self.optimizer.state.get(param, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][dead] = 0.0
+        self.tokens_since_fired[dead.cpu()] = 0
+        return int(dead.numel())
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit: parameters, Adam, counters, RNG, history."""
+        return {
+            "config": self.config.model_dump(),
+            "d_in": self.d_in,
+            "scale": self.scale,
+            "params": {k: v.detach().cpu().clone() for k, v in self.params.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "step_index": self.step_index,
+            "tokens_seen": self.tokens_seen,
+            "tokens_since_fired": self.tokens_since_fired.clone(),
+            "window_counts": self.window_counts.clone(),
+            "window_tokens": self.window_tokens,
+            "prev_window_counts": self.prev_window_counts.clone(),
+            "prev_window_tokens": self.prev_window_tokens,
+            "batchtopk_threshold": self.batchtopk_threshold,
+            "threshold_ema": self._threshold_ema,
+            "last_density": self._last_density,
+            "history": [dict(r) for r in self.history],
+            "acc": dict(self._acc),
+            "acc_steps": self._acc_steps,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "SAETrainer":
+        config = SAETrainingConfig(**state["config"])
+        trainer = cls(config, int(state["d_in"]), float(state["scale"]), None)
+        with torch.no_grad():
+            trainer.params.load_state_dict(state["params"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.generator.set_state(state["generator"])
+        trainer.step_index = int(state["step_index"])
+        trainer.tokens_seen = int(state["tokens_seen"])
+        trainer.tokens_since_fired = state["tokens_since_fired"].clone()
+        trainer.window_counts = state["window_counts"].clone()
+        trainer.window_tokens = int(state["window_tokens"])
+        trainer.prev_window_counts = state["prev_window_counts"].clone()
+        trainer.prev_window_tokens = int(state["prev_window_tokens"])
+        trainer.batchtopk_threshold = float(state["batchtopk_threshold"])
+        trainer._threshold_ema = float(state["threshold_ema"])
+        trainer._last_density = float(state["last_density"])
+        trainer.history = [dict(r) for r in state["history"]]
+        trainer._acc = dict(state["acc"])
+        trainer._acc_steps = int(state["acc_steps"])
+        return trainer
+
+    # -- result -------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def to_dictionary(self, metadata: DictionaryMetadata | None) -> Dictionary:
+        """Inference dictionary in raw activation units with unit-norm decoder rows."""
+        cfg, p = self.config, self.params
+        d_in, d_sae = self.d_in, cfg.d_sae
+        if cfg.architecture == "relu":
+            d: StandardSAE = StandardSAE(d_in, d_sae, metadata, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
+        elif cfg.architecture == "topk":
+            d = TopKSAE(d_in, d_sae, cfg.resolved_k, metadata, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
+        elif cfg.architecture == "batchtopk":
+            d = BatchTopKSAE(d_in, d_sae, cfg.resolved_k, metadata, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
+        else:
+            d = JumpReLUSAE(d_in, d_sae, metadata, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
+        c = self.scale
+        d.W_enc.copy_(p.W_encT.t())
+        d.b_enc.copy_(p.b_enc / c)
+        d.W_dec.copy_(p.W_dec)
+        d.b_dec.copy_(p.b_dec / c)
+        if isinstance(d, JumpReLUSAE):
+            if cfg.architecture == "batchtopk":
+                d.threshold.fill_(self.batchtopk_threshold / c)
+            else:
+                assert p.threshold is not None
+                d.threshold.copy_(p.threshold / c)
+        if cfg.architecture in ("relu", "jumprelu"):
+            d.fold_decoder_norms()
+        else:  # unit-norm rows already; renormalise away rounding
+            d.W_dec.div_(d.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+        d.set_hyperparameters(cfg.hyperparameters(d_in))
+        return d
+
+
+# ------------------------------------------------------------------------------------------------
+# Public entry points
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_sweep(configs: Sequence[SAETrainingConfig]) -> None:
+    if not configs:
+        raise ConfigError("give at least one training config")
+    first = configs[0]
+    for c in configs[1:]:
+        if c.batch_size != first.batch_size or c.tokens != first.tokens:
+            raise ConfigError("all configs of a sweep must share batch_size and tokens (they see the same batches)")
+
+
+def init_statistics(sample: Tensor, config: SAETrainingConfig) -> tuple[float, Tensor | None]:
+    """(normalisation scale, b_dec init in normalised units) from a sample of raw activations."""
+    scale = normalization_scale(sample) if config.normalize_activations else 1.0
+    xs = sample * scale
+    if config.b_dec_init == "mean":
+        b = xs.mean(0)
+    elif config.b_dec_init == "geometric_median":
+        b = geometric_median(xs)
+    else:
+        b = None
+    return scale, b
+
+
+def train_saes(
+    configs: Sequence[SAETrainingConfig],
+    batches: Iterable[Tensor],
+    metadata: DictionaryMetadata | None = None,
+    progress: bool = True,
+) -> list[TrainingResult]:
+    """Train several SAEs in one pass over `batches`: every batch is fed to every SAE.
+
+    All configs must share `batch_size` and `tokens`; they may differ in architecture, d_sae, k,
+    l1, lr, seed... Returns one TrainingResult per config, in order.
+    """
+    configs = list(configs)
+    _check_sweep(configs)
+    first = configs[0]
+    torch.manual_seed(first.seed)
+    stream = ShuffledBatches(batches, first.batch_size, first.shuffle_buffer_tokens, first.seed)
+    sample = stream.peek(first.init_tokens)
+    d_in = sample.shape[1]
+    trainers = []
+    for cfg in configs:
+        scale, b_init = init_statistics(sample, cfg)
+        trainer = SAETrainer(cfg, d_in, scale, b_init)
+        trainer.calibrate_encoder(sample * scale)
+        trainers.append(trainer)
+    run_trainers(trainers, iter(stream), progress=progress)
+    return [
+        TrainingResult(
+            dictionary=t.to_dictionary(metadata),
+            history=t.history,
+            log10_density=t.log10_density(),
+            config=t.config,
+            normalization_scale=t.scale,
+        )
+        for t in trainers
+    ]
+
+
+def run_trainers(
+    trainers: Sequence[SAETrainer],
+    batches: Iterator[Tensor],
+    progress: bool = True,
+    on_step: Any = None,
+) -> None:
+    """Feed raw batches to every trainer until the token budget or the stream ends."""
+    total_tokens = trainers[0].config.tokens
+    start = trainers[0].tokens_seen
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=total_tokens, initial=start, unit="tok", unit_scale=True, desc="train SAE", leave=False, mininterval=2.0
+        )
+    try:
+        for raw in batches:
+            if trainers[0].tokens_seen >= total_tokens:
+                break
+            room = total_tokens - trainers[0].tokens_seen
+            if raw.shape[0] > room:
+                raw = raw[:room]
+            raw = raw.to(trainers[0].device)
+            scales = {t.scale for t in trainers}
+            normalised = {s: (raw * s if s != 1.0 else raw) for s in scales}
+            var_sums = {s: (x - x.mean(0)).pow(2).sum() for s, x in normalised.items()}
+            for t in trainers:
+                t.step(normalised[t.scale], var_sums[t.scale])
+            if bar is not None:
+                bar.update(raw.shape[0])
+                last = trainers[0].history[-1] if trainers[0].history else None
+                if last is not None and trainers[0].step_index % trainers[0].log_every == 0:
+                    bar.set_postfix(l0=f"{last['l0']:.1f}", fvu=f"{last['fvu']:.3f}")
+            if on_step is not None:
+                on_step(trainers)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def train_sae(
+    config: SAETrainingConfig,
+    batches: Iterable[Tensor],
+    metadata: DictionaryMetadata | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """Train one SAE on an iterable of activation batches `[n, d_in]` (any n; re-batched and shuffled)."""
+    return train_saes([config], batches, metadata, progress=progress)[0]
+
+
+def train_sae_from_file(*args: Any, **kwargs: Any) -> TrainingResult:
+    """Re-export of `training_file.train_sae_from_file` (matrix file -> SAELens folder, resumable)."""
+    from saescope.dictionaries.training_file import train_sae_from_file as _impl
+
+    return _impl(*args, **kwargs)
+
+
+def train_saes_from_file(*args: Any, **kwargs: Any) -> list[TrainingResult]:
+    """Re-export of `training_file.train_saes_from_file` (a sweep over one matrix file)."""
+    from saescope.dictionaries.training_file import train_saes_from_file as _impl
+
+    return _impl(*args, **kwargs)

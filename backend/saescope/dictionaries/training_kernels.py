@@ -1,0 +1,424 @@
+"""Hand-written forward + backward passes of one SAE training step, per architecture.
+
+Owns the arithmetic of a step: given a batch of (normalised) activations and the current
+parameters, compute the losses and write the exact gradients into `param.grad`, without autograd.
+Writing the backward by hand lets each architecture skip work autograd would do: the gradient of
+`b_dec` through the encoder input is a mat-vec instead of a [batch, d_in] matmul, and the sparse
+architectures (TopK, BatchTopK, and ReLU/JumpReLU once they are sparse) decode, and compute
+`dW_dec` and `dW_enc`, only over the active latents (gather / `embedding_bag` / sparse CSR
+products), as EleutherAI sparsify's fused encoder does. Correctness is checked against autograd
+in tests/dictionaries/test_training_kernels.py. This module knows nothing about data, schedules,
+optimisers or files.
+
+Parameter layout (all float32, one row per latent where it applies):
+  W_encT [d_sae, d_in] (the SAELens W_enc transposed), b_enc [d_sae], W_dec [d_sae, d_in],
+  b_dec [d_in], threshold [d_sae] (JumpReLU only).
+Loss convention: squared error summed over d_in, averaged over the batch (SAELens, Anthropic).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+
+@dataclass
+class StepStats:
+    """Scalars of one step (python floats are produced lazily by the caller via `.item()`)."""
+
+    loss: Tensor
+    mse: Tensor  # sum over d_in of squared error, mean over batch
+    sparsity: Tensor  # L1 (relu) or L0 (jumprelu) penalty before its coefficient; 0 for topk
+    aux: Tensor  # AuxK loss before its coefficient (topk/batchtopk), else 0
+    l0: Tensor  # mean active latents per token
+    counts: Tensor  # [d_sae] float: tokens on which each latent fired in this batch
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+
+class SAEParameters(nn.Module):
+    """Trainable tensors of one SAE in the kernel layout (see module docstring)."""
+
+    def __init__(self, d_in: int, d_sae: int, threshold: bool = False, decoder_bias: bool = True) -> None:
+        super().__init__()
+        self.d_in, self.d_sae = d_in, d_sae
+        self.W_encT = nn.Parameter(torch.empty(d_sae, d_in))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in), requires_grad=decoder_bias)
+        self.threshold = nn.Parameter(torch.zeros(d_sae)) if threshold else None
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def _zero_grad_like(p: nn.Parameter) -> Tensor:
+    if p.grad is None:
+        p.grad = torch.zeros_like(p)
+    return p.grad
+
+
+# ----------------------------------------------------------------------------------------------
+# Dense ReLU + L1
+# ----------------------------------------------------------------------------------------------
+
+
+def relu_l1_step(
+    params: SAEParameters,
+    x: Tensor,  # [B, d_in] normalised activations
+    l1: float,
+    weight_l1_by_decoder_norm: bool = True,
+    apply_b_dec_to_input: bool = True,
+) -> StepStats:
+    """ReLU SAE, loss = ||x_hat - x||^2 + l1 * sum_i f_i * ||W_dec[i]|| (or sum_i f_i)."""
+    B = x.shape[0]
+    W_encT, b_enc, W_dec, b_dec = params.W_encT, params.b_enc, params.W_dec, params.b_dec
+    with torch.no_grad():
+        x_in = x - b_dec if apply_b_dec_to_input else x  # [B, d]
+        f = torch.addmm(b_enc, x_in, W_encT.t())  # [B, S] pre-activations
+        f.clamp_(min=0.0)  # f = relu(pre), in place
+        active = torch.sign(f)  # [B, S] float 0/1 (float reductions are much faster than bool ones)
+        counts = active.sum(0)  # [S]
+        fsum = f.sum(0)  # [S]
+        e = torch.addmm(b_dec, f, W_dec).sub_(x)  # [B, d] x_hat - x
+        mse = e.pow(2).sum() / B
+        norms = W_dec.norm(dim=1) if weight_l1_by_decoder_norm else None  # [S]
+        sparsity = (fsum @ norms if norms is not None else fsum.sum()) / B
+        loss = mse + l1 * sparsity
+
+        g = e.mul_(2.0 / B)  # [B, d] dL/dx_hat (reuses e)
+        gW_dec = _zero_grad_like(W_dec)
+        torch.mm(f.t(), g, out=gW_dec)  # [S, d]
+        if norms is not None and l1 != 0.0:
+            gW_dec.addcmul_(W_dec, (fsum * (l1 / B) / norms.clamp_min(1e-12))[:, None])
+        df = torch.mm(g, W_dec.t())  # [B, S] dL/df
+        if l1 != 0.0:
+            df.add_(norms * (l1 / B) if norms is not None else torch.full_like(fsum, l1 / B))
+        df.mul_(active)  # dL/dpre (relu derivative)
+        gW_encT = _zero_grad_like(W_encT)
+        torch.mm(df.t(), x_in, out=gW_encT)  # [S, d]
+        gb_enc = _zero_grad_like(b_enc)
+        torch.sum(df, 0, out=gb_enc)
+        if b_dec.requires_grad:
+            gb_dec = _zero_grad_like(b_dec)
+            torch.sum(g, 0, out=gb_dec)
+            if apply_b_dec_to_input:
+                gb_dec.sub_(gb_enc @ W_encT)  # d/db_dec of x - b_dec: a mat-vec, not a matmul
+    zero = torch.zeros((), device=x.device)
+    return StepStats(loss, mse, sparsity, zero, counts.sum() / B, counts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sparse building blocks: codes stored row-major as CSR (crow [B+1], cols [nnz], vals [nnz])
+# ----------------------------------------------------------------------------------------------
+
+
+def _csr(crow: Tensor, cols: Tensor, values: Tensor, B: int, S: int) -> Tensor:
+    return torch.sparse_csr_tensor(crow, cols, values, (B, S), check_invariants=False)
+
+
+def crow_from_rows(rows: Tensor, B: int) -> Tensor:
+    """CSR row pointer [B+1] for entries sorted by row."""
+    crow = torch.zeros(B + 1, dtype=torch.int64, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=B), 0, out=crow[1:])
+    return crow
+
+
+def sparse_decode(W_dec: Tensor, crow: Tensor, cols: Tensor, vals: Tensor) -> Tensor:
+    """[B, d] = sum over each row's entries of vals * W_dec[cols] (no bias)."""
+    return F.embedding_bag(cols, W_dec, crow[:-1], per_sample_weights=vals, mode="sum")
+
+
+def sampled_rows_dot(crow: Tensor, cols: Tensor, g: Tensor, W: Tensor) -> Tensor:
+    """[nnz]: for each entry (b, i), g[b] . W[i]  (an SDDMM; g [B, d], W [S, d])."""
+    B, S = g.shape[0], W.shape[0]
+    pattern = _csr(crow, cols, torch.zeros(cols.shape[0], dtype=g.dtype, device=g.device), B, S)
+    return torch.sparse.sampled_addmm(pattern, g, W.t(), beta=0.0).values()
+
+
+class TransposedPattern:
+    """The codes' pattern as an (uncoalesced) COO matrix C^T [S, B], to compute C^T @ dense products
+    (dW_dec = F^T g, dW_enc^T = dZ^T x). torch's COO x dense product scatters entry by entry and
+    needs no sorting, unlike CSR transposition (an O(nnz log nnz) sort per product), which on a
+    busy 2-core machine cost as much as the encoder matmul."""
+
+    def __init__(self, crow: Tensor, cols: Tensor, B: int, S: int) -> None:
+        rows = torch.repeat_interleave(
+            torch.arange(B, device=cols.device), crow[1:] - crow[:-1], output_size=cols.shape[0]
+        )
+        self.indices = torch.stack([cols, rows])  # [2, nnz]: (latent, token)
+        self.B, self.S = B, S
+
+    def mm(self, values: Tensor, dense: Tensor) -> Tensor:
+        """[S, d] = C^T @ dense, C [B, S] having `values` (in row-major entry order)."""
+        ct = torch.sparse_coo_tensor(self.indices, values, (self.S, self.B), check_invariants=False)
+        return torch.sparse.mm(ct, dense)
+
+
+def transposed_spmm(crow: Tensor, cols: Tensor, values: Tensor, dense: Tensor, S: int) -> Tensor:
+    """[S, d] = C^T @ dense for the sparse C [B, S] given by (crow, cols, values), dense [B, d]."""
+    return TransposedPattern(crow, cols, dense.shape[0], S).mm(values, dense)
+
+
+def _sparse_backward(
+    params: SAEParameters,
+    x_in: Tensor,  # [B, d]
+    g: Tensor,  # [B, d] dL/dx_hat
+    crow: Tensor,
+    cols: Tensor,
+    vals: Tensor,  # [nnz] code values f
+    dpre: Tensor,  # [nnz] dL/dpre at the entries
+    accumulate: bool,
+) -> None:
+    """Write (or add) dW_dec, dW_encT, db_enc from one set of sparse codes."""
+    S = params.d_sae
+    pattern = TransposedPattern(crow, cols, g.shape[0], S)
+    gW_dec = pattern.mm(vals, g)
+    gW_encT = pattern.mm(dpre, x_in)
+    gb_enc = torch.zeros(S, device=g.device).index_add_(0, cols, dpre)
+    for p, grad in ((params.W_dec, gW_dec), (params.W_encT, gW_encT), (params.b_enc, gb_enc)):
+        if accumulate and p.grad is not None:
+            p.grad.add_(grad)
+        else:
+            p.grad = grad
+
+
+def _finish_b_dec(params: SAEParameters, g: Tensor, apply_b_dec_to_input: bool) -> None:
+    b_dec = params.b_dec
+    if not b_dec.requires_grad:
+        return
+    gb = g.sum(0)
+    if apply_b_dec_to_input:
+        gb.sub_(params.b_enc.grad @ params.W_encT)  # encoder-input path, a mat-vec
+    b_dec.grad = gb
+
+
+def _aux_k_loss(
+    params: SAEParameters,
+    pre: Tensor,  # [B, S]
+    x_in: Tensor,
+    residual: Tensor,  # [B, d] x - x_hat (treated as a constant)
+    dead: Tensor,  # [S] bool
+    aux_k: int,
+    coefficient: float,
+) -> Tensor:
+    """Gao et al.'s AuxK: the top `aux_k` dead latents reconstruct the residual. Adds gradients."""
+    dead_idx = dead.nonzero().flatten()
+    n_dead = dead_idx.numel()
+    if n_dead == 0 or coefficient == 0.0:
+        return torch.zeros((), device=pre.device)
+    B = pre.shape[0]
+    ka = min(aux_k, n_dead)
+    avals, local = pre.index_select(1, dead_idx).topk(ka, dim=1, sorted=False)  # [B, ka]
+    acols = dead_idx[local].flatten()
+    avals = avals.relu_().flatten()
+    acrow = torch.arange(0, B * ka + 1, ka, device=pre.device)
+    e_aux = sparse_decode(params.W_dec, acrow, acols, avals).sub_(residual)  # [B, d]
+    scale = min(n_dead / aux_k, 1.0)  # SAELens: weaker while few latents are dead
+    aux = e_aux.pow(2).sum() / B
+    ga = e_aux.mul_(2.0 * coefficient * scale / B)
+    dpre = sampled_rows_dot(acrow, acols, ga, params.W_dec).mul_(avals > 0)
+    _sparse_backward(params, x_in, ga, acrow, acols, avals, dpre, accumulate=True)
+    return aux * scale
+
+
+def _sparse_main(
+    params: SAEParameters, x: Tensor, x_in: Tensor, crow: Tensor, cols: Tensor, vals: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Decode sparse codes; returns (e = x_hat - x, mse, g = dL/dx_hat)."""
+    B = x.shape[0]
+    e = sparse_decode(params.W_dec, crow, cols, vals).add_(params.b_dec).sub_(x)
+    mse = e.pow(2).sum() / B
+    return e, mse, e * (2.0 / B)
+
+
+# ----------------------------------------------------------------------------------------------
+# TopK and BatchTopK (always sparse)
+# ----------------------------------------------------------------------------------------------
+
+
+def topk_step(
+    params: SAEParameters,
+    x: Tensor,
+    k: int,
+    dead: Tensor,
+    aux_k: int,
+    aux_coefficient: float,
+    apply_b_dec_to_input: bool = True,
+) -> StepStats:
+    """TopK SAE (f = ReLU(TopK(pre))), loss = MSE + AuxK, sparse decode and backward."""
+    B, S = x.shape[0], params.d_sae
+    with torch.no_grad():
+        x_in = x - params.b_dec if apply_b_dec_to_input else x
+        pre = torch.addmm(params.b_enc, x_in, params.W_encT.t())  # [B, S]
+        vals, cols = pre.topk(k, dim=1, sorted=False)  # entry order within a row is irrelevant
+        vals = vals.relu_()
+        cols, vals = cols.flatten(), vals.flatten()
+        crow = torch.arange(0, B * k + 1, k, device=x.device)
+        return _sparse_step_rest(params, x, x_in, pre, crow, cols, vals, dead, aux_k, aux_coefficient, apply_b_dec_to_input)
+
+
+def _batch_topk_entries(pre: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(rows, cols, vals) of the k*B largest positive entries of pre [B, S], sorted by row.
+
+    Fast path: the kept entries are found among each row's top `4k` candidates ([B, 4k], a small
+    selection problem) instead of over all B*S values; exact unless some row has all of its
+    candidates kept, in which case the full-matrix selection runs instead."""
+    B, S = pre.shape
+    n_keep = min(k * B, B * S)
+    per_row = min(S, 4 * k)
+    if per_row < S:
+        cand_vals, cand_cols = pre.topk(per_row, dim=1, sorted=False)  # [B, 4k]
+        flat = cand_vals.reshape(-1)
+        kth = torch.kthvalue(flat, flat.numel() - n_keep + 1).values
+        if bool((cand_vals.min(dim=1).values < kth).all()):  # no row saturated: exact
+            keep = (cand_vals >= kth) & (cand_vals > 0)
+            rows, slot = keep.nonzero().unbind(1)
+            cols = cand_cols[rows, slot]
+            return rows, cols, cand_vals[rows, slot]
+    flat = pre.reshape(-1)
+    kth = torch.kthvalue(flat, flat.numel() - n_keep + 1).values if n_keep < flat.numel() else flat.min()
+    rows, cols = ((pre >= kth) & (pre > 0)).nonzero().unbind(1)
+    return rows, cols, pre[rows, cols]
+
+
+def batchtopk_step(
+    params: SAEParameters,
+    x: Tensor,
+    k: int,
+    dead: Tensor,
+    aux_k: int,
+    aux_coefficient: float,
+    apply_b_dec_to_input: bool = True,
+) -> StepStats:
+    """BatchTopK: keep the k*B largest positive pre-activations of the whole batch.
+
+    `extra["min_kept"]` is the smallest kept activation (for the inference threshold EMA)."""
+    B, S = x.shape[0], params.d_sae
+    with torch.no_grad():
+        x_in = x - params.b_dec if apply_b_dec_to_input else x
+        pre = torch.addmm(params.b_enc, x_in, params.W_encT.t())  # [B, S]
+        rows, cols, vals = _batch_topk_entries(pre, k)
+        crow = crow_from_rows(rows, B)
+        stats = _sparse_step_rest(params, x, x_in, pre, crow, cols, vals, dead, aux_k, aux_coefficient, apply_b_dec_to_input)
+        stats.extra["min_kept"] = vals.min() if vals.numel() else torch.zeros((), device=x.device)
+        return stats
+
+
+def _sparse_step_rest(
+    params: SAEParameters,
+    x: Tensor,
+    x_in: Tensor,
+    pre: Tensor,
+    crow: Tensor,
+    cols: Tensor,
+    vals: Tensor,
+    dead: Tensor,
+    aux_k: int,
+    aux_coefficient: float,
+    apply_b_dec_to_input: bool,
+) -> StepStats:
+    B, S = x.shape[0], params.d_sae
+    e, mse, g = _sparse_main(params, x, x_in, crow, cols, vals)
+    active = vals > 0
+    dpre = sampled_rows_dot(crow, cols, g, params.W_dec).mul_(active)
+    _sparse_backward(params, x_in, g, crow, cols, vals, dpre, accumulate=False)
+    aux = _aux_k_loss(params, pre, x_in, e.neg(), dead, aux_k, aux_coefficient)
+    _finish_b_dec(params, g, apply_b_dec_to_input)
+    counts = torch.zeros(S, device=x.device).index_add_(0, cols, active.float())
+    zero = torch.zeros((), device=x.device)
+    return StepStats(mse + aux_coefficient * aux, mse, zero, aux, counts.sum() / B, counts)
+
+
+# ----------------------------------------------------------------------------------------------
+# ReLU + L1 and JumpReLU on their sparse path (used once few latents are active)
+# ----------------------------------------------------------------------------------------------
+
+
+def relu_l1_sparse_step(
+    params: SAEParameters,
+    x: Tensor,
+    l1: float,
+    weight_l1_by_decoder_norm: bool = True,
+    apply_b_dec_to_input: bool = True,
+) -> StepStats:
+    """Same maths as `relu_l1_step`, with decode and backward over the active latents only."""
+    B, S = x.shape[0], params.d_sae
+    with torch.no_grad():
+        x_in = x - params.b_dec if apply_b_dec_to_input else x
+        pre = torch.addmm(params.b_enc, x_in, params.W_encT.t())  # [B, S]
+        rows, cols = (pre > 0).nonzero().unbind(1)
+        vals = pre[rows, cols]
+        crow = crow_from_rows(rows, B)
+        e, mse, g = _sparse_main(params, x, x_in, crow, cols, vals)
+        norms = params.W_dec.norm(dim=1) if weight_l1_by_decoder_norm else None
+        fsum = torch.zeros(S, device=x.device).index_add_(0, cols, vals)
+        sparsity = (fsum @ norms if norms is not None else fsum.sum()) / B
+        dpre = sampled_rows_dot(crow, cols, g, params.W_dec)
+        if l1 != 0.0:
+            dpre.add_(norms[cols] * (l1 / B) if norms is not None else l1 / B)
+        _sparse_backward(params, x_in, g, crow, cols, vals, dpre, accumulate=False)
+        if norms is not None and l1 != 0.0:
+            params.W_dec.grad.addcmul_(params.W_dec, (fsum * (l1 / B) / norms.clamp_min(1e-12))[:, None])
+        _finish_b_dec(params, g, apply_b_dec_to_input)
+        counts = torch.bincount(cols, minlength=S).float()
+    zero = torch.zeros((), device=x.device)
+    return StepStats(mse + l1 * sparsity, mse, sparsity, zero, counts.sum() / B, counts)
+
+
+def jumprelu_step(
+    params: SAEParameters,
+    x: Tensor,
+    l0: float,
+    bandwidth: float,
+    apply_b_dec_to_input: bool = True,
+    sparse: bool = False,
+) -> StepStats:
+    """JumpReLU (f = pre * [pre > theta]), loss = MSE + l0 * ||f||_0 with the rectangle-kernel
+    straight-through estimator for theta (Rajamanoharan et al.; SAELens "step" mode, STE to the
+    threshold only)."""
+    B, S = x.shape[0], params.d_sae
+    theta = params.threshold
+    assert theta is not None
+    with torch.no_grad():
+        x_in = x - params.b_dec if apply_b_dec_to_input else x
+        pre = torch.addmm(params.b_enc, x_in, params.W_encT.t())  # [B, S]
+        active = pre > theta  # theta >= 0, so active entries are positive
+        band = (pre - theta).abs_() < bandwidth / 2  # rectangle kernel support
+        counts = active.float().sum(0)
+        l0_value = counts.sum() / B
+        if sparse:
+            rows, cols = (active | band).nonzero().unbind(1)
+            crow = crow_from_rows(rows, B)
+            ent_active = active[rows, cols]
+            ent_band = band[rows, cols]
+            ent_pre = pre[rows, cols]
+            vals = ent_pre * ent_active
+            e, mse, g = _sparse_main(params, x, x_in, crow, cols, vals)
+            df = sampled_rows_dot(crow, cols, g, params.W_dec)
+            kern = ent_band.float() / bandwidth
+            g_theta = torch.zeros(S, device=x.device).index_add_(0, cols, -(df * theta[cols] + l0 / B) * kern)
+            dpre = df * ent_active
+            _sparse_backward(params, x_in, g, crow, cols, vals, dpre, accumulate=False)
+        else:
+            f = pre.mul_(active)  # [B, S] (pre is no longer needed)
+            e = torch.addmm(params.b_dec, f, params.W_dec).sub_(x)
+            mse = e.pow(2).sum() / B
+            g = e.mul_(2.0 / B)
+            params.W_dec.grad = torch.mm(f.t(), g)
+            df = torch.mm(g, params.W_dec.t())  # [B, S]
+            kern = band.float().div_(bandwidth)
+            # d/dtheta of f: -(theta/eps) K ; of the L0 term: -(1/eps) K
+            g_theta = -(theta * (df * kern).sum(0) + (l0 / B) * kern.sum(0))
+            df.mul_(active)
+            params.W_encT.grad = torch.mm(df.t(), x_in)
+            params.b_enc.grad = df.sum(0)
+        theta.grad = g_theta
+        _finish_b_dec(params, g, apply_b_dec_to_input)
+    zero = torch.zeros((), device=x.device)
+    return StepStats(mse + l0 * l0_value, mse, l0_value, zero, l0_value, counts)

@@ -1,0 +1,135 @@
+"""The hand-written SAE training steps give the same losses and gradients as autograd."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import Tensor
+
+from saescope.dictionaries import training_kernels as K
+
+warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+
+B, D, S = 64, 16, 48
+
+
+def _params(seed: int = 0, threshold: bool = False) -> K.SAEParameters:
+    g = torch.Generator().manual_seed(seed)
+    p = K.SAEParameters(D, S, threshold=threshold)
+    with torch.no_grad():
+        p.W_encT.copy_(torch.randn(S, D, generator=g) * 0.3)
+        p.W_dec.copy_(torch.randn(S, D, generator=g) * 0.3)
+        p.b_enc.copy_(torch.randn(S, generator=g) * 0.1)
+        p.b_dec.copy_(torch.randn(D, generator=g) * 0.1)
+        if threshold:
+            p.threshold.copy_(torch.rand(S, generator=g) * 0.3)
+    return p
+
+
+def _x(seed: int = 1) -> Tensor:
+    return torch.randn(B, D, generator=torch.Generator().manual_seed(seed))
+
+
+def _reference(p: K.SAEParameters) -> dict[str, Tensor]:
+    return {name: t.detach().clone().requires_grad_(True) for name, t in p.named_parameters()}
+
+
+def _assert_grads(p: K.SAEParameters, ref: dict[str, Tensor]) -> None:
+    for name, t in p.named_parameters():
+        assert t.grad is not None, name
+        torch.testing.assert_close(t.grad, ref[name].grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _mse(r: dict[str, Tensor], f: Tensor, x: Tensor) -> Tensor:
+    return (f @ r["W_dec"] + r["b_dec"] - x).pow(2).sum(-1).mean()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_relu_l1_step_matches_autograd(sparse: bool, weighted: bool) -> None:
+    p, x, l1 = _params(), _x(), 0.7
+    r = _reference(p)
+    pre = (x - r["b_dec"]) @ r["W_encT"].t() + r["b_enc"]
+    f = torch.relu(pre)
+    norms = r["W_dec"].norm(dim=1) if weighted else torch.ones(S)
+    loss = _mse(r, f, x) + l1 * (f * norms).sum(-1).mean()
+    loss.backward()
+    step = K.relu_l1_sparse_step if sparse else K.relu_l1_step
+    stats = step(p, x, l1, weight_l1_by_decoder_norm=weighted)
+    torch.testing.assert_close(stats.loss, loss.detach(), rtol=1e-5, atol=1e-5)
+    _assert_grads(p, r)
+
+
+def _aux_reference(r: dict[str, Tensor], pre: Tensor, x: Tensor, f: Tensor, dead: Tensor, aux_k: int) -> Tensor:
+    residual = (x - (f @ r["W_dec"] + r["b_dec"])).detach()
+    masked = pre.masked_fill(~dead, float("-inf"))
+    ka = min(aux_k, int(dead.sum()))
+    vals, idx = masked.topk(ka, dim=1)
+    fa = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
+    scale = min(int(dead.sum()) / aux_k, 1.0)
+    return scale * (fa @ r["W_dec"] - residual).pow(2).sum(-1).mean()
+
+
+@pytest.mark.parametrize("n_dead", [0, 5, 30])
+def test_topk_step_with_auxk_matches_autograd(n_dead: int) -> None:
+    p, x, k, aux_k, coef = _params(), _x(), 6, 12, 0.5
+    dead = torch.zeros(S, dtype=torch.bool)
+    dead[torch.randperm(S, generator=torch.Generator().manual_seed(3))[:n_dead]] = True
+    r = _reference(p)
+    pre = (x - r["b_dec"]) @ r["W_encT"].t() + r["b_enc"]
+    vals, idx = pre.topk(k, dim=1)
+    f = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
+    loss = _mse(r, f, x) + (coef * _aux_reference(r, pre, x, f, dead, aux_k) if n_dead else 0.0)
+    loss.backward()
+    stats = K.topk_step(p, x, k, dead, aux_k, coef)
+    torch.testing.assert_close(stats.loss, loss.detach(), rtol=1e-5, atol=1e-5)
+    assert float(stats.l0) <= k
+    _assert_grads(p, r)
+
+
+def test_batchtopk_step_keeps_k_per_token_on_average_and_matches_autograd() -> None:
+    p, x, k = _params(), _x(), 5
+    dead = torch.zeros(S, dtype=torch.bool)
+    r = _reference(p)
+    pre = (x - r["b_dec"]) @ r["W_encT"].t() + r["b_enc"]
+    kth = pre.detach().flatten().topk(k * B).values.min()
+    f = pre * ((pre.detach() >= kth) & (pre.detach() > 0))
+    loss = _mse(r, f, x)
+    loss.backward()
+    stats = K.batchtopk_step(p, x, k, dead, 8, 0.1)
+    torch.testing.assert_close(stats.loss, loss.detach(), rtol=1e-5, atol=1e-5)
+    assert float(stats.l0) == pytest.approx(k)
+    torch.testing.assert_close(stats.extra["min_kept"], kth.detach())
+    _assert_grads(p, r)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_jumprelu_step_matches_saelens_straight_through_estimator(sparse: bool) -> None:
+    from sae_lens.saes.jumprelu_sae import JumpReLU, Step
+
+    p, x, l0, bw = _params(threshold=True), _x(), 0.3, 0.2
+    r = _reference(p)
+    pre = (x - r["b_dec"]) @ r["W_encT"].t() + r["b_enc"]
+    f = JumpReLU.apply(pre, r["threshold"], bw, False)
+    loss = _mse(r, f, x) + l0 * Step.apply(pre, r["threshold"], bw, False).sum(-1).mean()
+    loss.backward()
+    stats = K.jumprelu_step(p, x, l0, bw, sparse=sparse)
+    torch.testing.assert_close(stats.loss, loss.detach(), rtol=1e-5, atol=1e-5)
+    _assert_grads(p, r)
+
+
+def test_batchtopk_candidate_fast_path_matches_the_full_selection() -> None:
+    g = torch.Generator().manual_seed(4)
+    pre = torch.randn(256, 512, generator=g) * torch.rand(256, 1, generator=g) * 3  # uneven rows
+    rows, cols, vals = K._batch_topk_entries(pre, 8)
+    kth = pre.flatten().topk(8 * 256).values.min()
+    want = ((pre >= kth) & (pre > 0)).nonzero()
+    got = torch.stack([rows, cols], 1)
+    assert torch.equal(got[torch.argsort(got[:, 0] * 512 + got[:, 1])], want)
+    torch.testing.assert_close(vals, pre[rows, cols])
+    # a saturated row (one token holding most of the mass) falls back to the exact selection
+    pre[0] = 100.0 + torch.rand(512, generator=g)
+    rows, cols, _ = K._batch_topk_entries(pre, 8)
+    assert int((rows == 0).sum()) == 512
