@@ -128,3 +128,15 @@ def test_baselines_evaluate_through_the_same_code_path():
     assert 0 < truncated.explained_variance < exact.explained_variance
     relu = evaluate_dictionary(lm, fit_neuron_basis(x, relu=True, metadata=META), tokens)
     assert relu.l0 < 32 and relu.dead < 32
+
+
+def test_pca_fits_many_rows_without_building_an_n_by_n_matrix() -> None:
+    """100k rows: an SVD with full_matrices=True would try to allocate a 100k x 100k U (40 GB)."""
+    generator = torch.Generator().manual_seed(0)
+    scales = torch.tensor([5.0, 3.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05])
+    x = torch.randn(100_000, 8, generator=generator) * scales + 1.0
+    pca = fit_pca(x)
+    assert pca.d_sae == 8
+    # Components come out in decreasing variance, aligned with the axes of the planted scales.
+    assert torch.allclose(pca.W_dec.abs().argmax(dim=1), torch.arange(8))
+    assert torch.allclose(pca.decode(pca.encode(x[:100])), x[:100], atol=1e-4)

@@ -165,8 +165,13 @@ def fit_pca(
     if d_sae > d_in:
         raise ConfigError(f"PCA has at most d_in={d_in} components; got d_sae={d_sae}")
     mean = x.mean(0)
-    _, _, vh = torch.linalg.svd(x - mean, full_matrices=True)  # vh [d_in, d_in]
-    comps = vh[:d_sae]
+    # Eigenvectors of the [d_in, d_in] covariance (float64): memory independent of the row count
+    # (an SVD of the [n, d_in] matrix with full_matrices would build an [n, n] U).
+    centred = (x - mean).double()
+    covariance = centred.T @ centred / max(1, x.shape[0] - 1)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending eigenvalues
+    order = torch.argsort(eigenvalues, descending=True)
+    comps = eigenvectors[:, order].T[:d_sae].to(x.dtype).contiguous()  # [d_sae, d_in]
     # Deterministic sign: the largest-magnitude entry of each component is positive.
     signs = torch.sign(comps.gather(1, comps.abs().argmax(dim=1, keepdim=True))).squeeze(1)
     comps = comps * torch.where(signs == 0, torch.ones_like(signs), signs)[:, None]
