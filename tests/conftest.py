@@ -50,8 +50,6 @@ class TinyAtlas:
     report: Any  # saescope.builtin_atlas.AtlasBuildReport
 
 
-TINY_ATLAS_SAE_SIZES = (64, 256)
-
 
 @pytest.fixture(scope="session")
 def tiny_atlas(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> TinyAtlas:
@@ -66,6 +64,6 @@ def tiny_atlas(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> T
     root = tmp_path_factory.mktemp("tiny_atlas") / "atlas"
     layout = AtlasLayout(root=root)
     shutil.copytree(tiny_lm_dir, layout.model_dir)
-    config = BuiltinAtlasConfig.tiny(sae_sizes=list(TINY_ATLAS_SAE_SIZES), sae_tokens=30_000)
+    config = BuiltinAtlasConfig.tiny(sae_tokens=30_000)
     report = build_builtin_atlas(root, config, device="cpu")
     return TinyAtlas(root=root, store_url=layout.sqlite_url, report=report)

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,6 +43,21 @@ METRICS_FILE = "metrics.json"
 TRAINING_FILE = "training.json"
 
 
+class SAESpec(BaseModel):
+    """One SAE of the atlas; its dictionary id is `{architecture}-{d_sae}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Literal["relu", "topk", "batchtopk", "jumprelu"] = Field("relu", description="SAE architecture.")
+    d_sae: int = Field(..., ge=1, description="Number of features.")
+    k: int | None = Field(None, ge=1, description="Active latents per token (topk, batchtopk).")
+    l1: float | None = Field(None, ge=0, description="Sparsity coefficient (None: the trainer's default).")
+
+    @property
+    def name(self) -> str:
+        return f"{self.architecture}-{self.d_sae}"
+
+
 class BuiltinAtlasConfig(BaseModel):
     """What the built-in atlas contains. Defaults build in well under 15 minutes on 2 CPU cores."""
 
@@ -51,10 +66,10 @@ class BuiltinAtlasConfig(BaseModel):
     seed: int = Field(0, description="Seed of every random choice (model, SAEs, context sampling).")
     lm: BuiltinLMConfig = Field(default_factory=BuiltinLMConfig, description="The built-in language model.")
     hook_name: str = Field("blocks.0.mlp.hook_post", description="Hook point the dictionaries read.")
-    sae_sizes: list[int] = Field(
-        [512, 4096], description="Features of each ReLU+L1 SAE, trained together in one pass (A/0, A/1)."
+    saes: list[SAESpec] = Field(
+        default_factory=lambda: [SAESpec(architecture="relu", d_sae=512), SAESpec(architecture="topk", d_sae=4096, k=16)],
+        description="SAEs trained together in one pass over the activations (like A/0 and A/1).",
     )
-    sae_l1: float | None = Field(None, ge=0, description="L1 coefficient (None: the trainer's default).")
     sae_tokens: int = Field(2_000_000, ge=1, description="Training tokens (activation vectors) per SAE.")
     sae_batch_size: int = Field(4096, ge=1, description="Tokens per SAE optimiser step.")
     baselines: list[str] = Field(
@@ -70,7 +85,7 @@ class BuiltinAtlasConfig(BaseModel):
         """An atlas in well under a minute (tiny model, two small SAEs, one baseline): tests, smoke runs."""
         values: dict[str, Any] = dict(
             lm=BuiltinLMConfig.tiny(),
-            sae_sizes=[64, 256],
+            saes=[SAESpec(architecture="relu", d_sae=64), SAESpec(architecture="relu", d_sae=256)],
             sae_tokens=60_000,
             sae_batch_size=512,
             baselines=["neurons"],
@@ -174,7 +189,7 @@ def _train_missing_saes(
     model: Any,
     layout: AtlasLayout,
     config: BuiltinAtlasConfig,
-    missing: list[int],
+    missing: list[SAESpec],
     heldout: PackedContexts,
     metadata: DictionaryMetadata,
 ) -> list[DictionaryBuild]:
@@ -191,23 +206,24 @@ def _train_missing_saes(
         token_rows = _shuffled_rows(train.tokens, config.seed)
     trainer_configs = [
         SAETrainingConfig(
-            architecture="relu",
-            d_sae=size,
-            l1=config.sae_l1,
+            architecture=spec.architecture,
+            d_sae=spec.d_sae,
+            k=spec.k,
+            l1=spec.l1,
             tokens=config.sae_tokens,
             batch_size=config.sae_batch_size,
             seed=config.seed,
         )
-        for size in missing
+        for spec in missing
     ]
     batches = iter_activation_batches(model, token_rows, config.hook_name, contexts_per_batch=32)
     results: list[TrainingResult] = train_saes(trainer_configs, batches, metadata, progress=True)
     train_seconds = time.perf_counter() - started
     builds = []
-    for size, result in zip(missing, results):
+    for spec, result in zip(missing, results):
         t0 = time.perf_counter()
         metrics = evaluate_dictionary(model, result.dictionary, heldout.tokens, config.hook_name)
-        name = f"relu-{size}"
+        name = spec.name
         _write_dictionary_folder(
             layout.dictionary_dir(name),
             result.dictionary.cpu(),
@@ -222,7 +238,7 @@ def _train_missing_saes(
         )
         builds.append(
             DictionaryBuild(
-                id=name, kind="sae", architecture=result.dictionary.architecture, d_sae=size,
+                id=name, kind="sae", architecture=result.dictionary.architecture, d_sae=spec.d_sae,
                 folder=str(layout.dictionary_dir(name)), reused=False,
                 seconds=train_seconds / len(missing) + time.perf_counter() - t0,
                 metrics=metrics.model_dump(mode="json"),
@@ -295,8 +311,8 @@ def build_builtin_atlas(
     )
     t0 = time.perf_counter()
     heldout = _contexts("heldout", config.lm, model.tokenizer, config.eval_contexts, config.seed)
-    names = [f"relu-{s}" for s in config.sae_sizes]
-    missing = [s for s, n in zip(config.sae_sizes, names) if not _folder_is_complete(layout.dictionary_dir(n))]
+    names = [spec.name for spec in config.saes]
+    missing = [spec for spec in config.saes if not _folder_is_complete(layout.dictionary_dir(spec.name))]
     trained = {b.id: b for b in _train_missing_saes(model, layout, config, missing, heldout, metadata)} if missing else {}
     builds = [trained.get(n) or _reused_build(layout, n) for n in names]
     seconds["saes"] = time.perf_counter() - t0

@@ -74,7 +74,7 @@ def test_second_build_reuses_model_dictionaries_and_store(tiny_atlas, tmp_path: 
 
     copy = tmp_path / "atlas"
     shutil.copytree(tiny_atlas.root, copy)
-    config = BuiltinAtlasConfig.tiny(sae_sizes=[64, 256], sae_tokens=30_000)
+    config = BuiltinAtlasConfig.tiny(sae_tokens=30_000)
     before = (copy / "atlas.db").stat().st_mtime_ns
     report = build_builtin_atlas(copy, config, device="cpu")
     assert report.lm.reused
