@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from api_atlas import EXPLAINED_FEATURE, EXPLANATION, MLP_HOOK
 
 API = "/api/v1"
@@ -63,6 +65,99 @@ def test_feature_list_filters_by_density_range_and_dead_flag(client):
     live = client.get(f"{API}/dictionaries/mlp-sae/features", params={"dead": "false"}).json()
     assert dead["total"] + live["total"] == 64
     assert all(f["dead"] for f in dead["items"]) and not any(f["dead"] for f in live["items"])
+
+
+FEATURES = f"{API}/dictionaries/mlp-sae/features"
+
+
+@pytest.fixture
+def scored_features(tiny_atlas):
+    """Gives even-indexed mlp-sae features a score (some negative), leaves odd ones null; restores after."""
+    from sqlalchemy import select, update
+
+    from saescope.store.engine_factory import create_store_engine
+    from saescope.store.schema import FeatureRow
+
+    scores = {i: round((i % 7) / 7 - 0.25, 6) for i in range(0, 64, 2)}
+    engine = create_store_engine(tiny_atlas.store_url)
+    where = FeatureRow.dictionary_id == "mlp-sae"
+    with engine.begin() as conn:
+        before = dict(conn.execute(select(FeatureRow.index, FeatureRow.score).where(where)).all())
+        assert all(v is None for v in before.values()), "the tiny atlas is expected to have no scores"
+        for i, score in scores.items():
+            conn.execute(update(FeatureRow).where(where, FeatureRow.index == i).values(score=score))
+    try:
+        yield scores
+    finally:
+        with engine.begin() as conn:
+            for i, score in before.items():
+                conn.execute(update(FeatureRow).where(where, FeatureRow.index == i).values(score=score))
+        engine.dispose()
+
+
+def test_feature_list_filters_by_max_activation_range_inclusively(client):
+    everything = client.get(FEATURES, params={"limit": 500}).json()["items"]
+    values = sorted(f["max_activation"] for f in everything)
+    low, high = values[16], values[47]  # stored values: the bounds must be inclusive
+    expected = {f["index"] for f in everything if low <= f["max_activation"] <= high}
+    assert 0 < len(expected) < 64
+    page = client.get(FEATURES, params={"min_max_activation": low, "max_max_activation": high, "limit": 500}).json()
+    assert {f["index"] for f in page["items"]} == expected and page["total"] == len(expected)
+    assert all(low <= f["max_activation"] <= high for f in page["items"])
+    small = client.get(FEATURES, params={"min_max_activation": low, "max_max_activation": high, "limit": 3}).json()
+    assert small["total"] == len(expected) and len(small["items"]) == 3  # total counts every page
+    only_min = client.get(FEATURES, params={"min_max_activation": low, "limit": 500}).json()
+    assert only_min["total"] == sum(1 for v in values if v >= low)
+    only_max = client.get(FEATURES, params={"max_max_activation": high, "limit": 500}).json()
+    assert only_max["total"] == sum(1 for v in values if v <= high)
+
+
+def test_feature_list_filters_by_score_and_leaves_out_unscored_features(client, scored_features):
+    everything = client.get(FEATURES, params={"limit": 500}).json()["items"]
+    assert {f["index"]: f["score"] for f in everything if f["score"] is not None} == scored_features
+    # a bound that every score passes still drops the 32 features without a score
+    for params in ({"min_score": -1000}, {"max_score": 1000}):
+        page = client.get(FEATURES, params={**params, "limit": 500}).json()
+        assert page["total"] == len(scored_features) == 32
+        assert {f["index"] for f in page["items"]} == set(scored_features)
+    low, high = sorted(set(scored_features.values()))[1], sorted(set(scored_features.values()))[-2]
+    expected = {i for i, s in scored_features.items() if low <= s <= high}
+    assert 0 < len(expected) < 32
+    page = client.get(
+        FEATURES, params={"min_score": low, "max_score": high, "sort": "score", "order": "desc", "limit": 500}
+    ).json()
+    assert {f["index"] for f in page["items"]} == expected and page["total"] == len(expected)
+    shown = [f["score"] for f in page["items"]]
+    assert all(low <= s <= high for s in shown) and shown == sorted(shown, reverse=True)
+    negative = client.get(FEATURES, params={"max_score": -0.01, "limit": 500}).json()
+    assert negative["total"] == sum(1 for s in scored_features.values() if s <= -0.01) > 0
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"min_max_activation": 2.0, "max_max_activation": 1.0}, "query.min_max_activation"),
+        ({"min_score": 0.5, "max_score": -0.5}, "query.min_score"),
+        ({"min_max_activation": -1.0}, "query.min_max_activation"),
+        ({"max_max_activation": -1.0}, "query.max_max_activation"),
+        ({"min_score": "nan"}, "query.min_score"),
+        ({"max_score": "abc"}, "query.max_score"),
+    ],
+)
+def test_bad_max_activation_and_score_bounds_are_422_naming_the_field(client, params, field):
+    res = client.get(FEATURES, params=params)
+    assert res.status_code == 422, res.text
+    body = res.json()
+    assert set(body) == {"error", "field"} and body["field"] == field and body["error"]
+
+
+def test_max_activation_and_score_filters_are_documented_in_openapi(client):
+    # the dashboard looks for these exact query parameter names to filter on the server
+    spec = client.get("/openapi.json").json()
+    route = spec["paths"][f"{API}/dictionaries/{{dictionary_id}}/features"]["get"]
+    params = {p["name"]: p for p in route["parameters"] if p["in"] == "query"}
+    for name in ("min_max_activation", "max_max_activation", "min_score", "max_score"):
+        assert name in params and params[name].get("description"), name
 
 
 def test_text_search_matches_explanations_case_insensitively(client):
@@ -142,3 +237,9 @@ def test_plotly_and_openapi_are_served(client):
     assert client.get("/vendor/plotly.min.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/api/v1/steer" in spec["paths"] and "/api/v1/dictionaries/{dictionary_id}/features/{index}" in spec["paths"]
+
+
+def test_density_range_with_min_above_max_is_422_naming_the_field(client) -> None:
+    r = client.get("/api/v1/dictionaries/mlp-sae/features", params={"min_density": 0.5, "max_density": 0.2})
+    assert r.status_code == 422
+    assert r.json()["field"] == "query.min_density"

@@ -333,9 +333,15 @@ class StoreReader:
         q: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        min_max_activation: float | None = None,
+        max_max_activation: float | None = None,
+        min_score: float | None = None,
+        max_score: float | None = None,
     ) -> dict[str, Any]:
         """A filtered, sorted page of feature summaries: {total, offset, limit, items}.
 
+        Range bounds are inclusive and applied in SQL (the (dictionary_id, max_activation) and
+        (dictionary_id, score) indexes serve them); a score bound excludes features with a null score.
         `q` searches labels, top tokens and explanation texts (case-insensitive substring).
         Null scores sort last in both orders; ties break by index.
         """
@@ -345,6 +351,14 @@ class StoreReader:
             conditions.append(FeatureRow.density >= min_density)
         if max_density is not None:
             conditions.append(FeatureRow.density <= max_density)
+        if min_max_activation is not None:
+            conditions.append(FeatureRow.max_activation >= min_max_activation)
+        if max_max_activation is not None:
+            conditions.append(FeatureRow.max_activation <= max_max_activation)
+        if min_score is not None:  # a comparison with NULL is never true: null scores drop out
+            conditions.append(FeatureRow.score >= min_score)
+        if max_score is not None:
+            conditions.append(FeatureRow.score <= max_score)
         if dead is not None:
             conditions.append(FeatureRow.dead == dead)
         if pruned is not None:

@@ -10,10 +10,20 @@ from fastapi.responses import Response
 from saescope.api import schemas
 from saescope.api.deps import State, json_response
 from saescope.api.routers.dictionaries import DictionaryPath
+from saescope.errors import InputError
 
 router = APIRouter(tags=["features"], responses=schemas.error_responses(404, 422))
 
 IndexPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="Feature index (0-based).")]
+
+
+def _check_range(name: str, low: float | None, high: float | None) -> None:
+    """InputError naming `query.min_<name>` when both bounds are given and min exceeds max."""
+    if low is not None and high is not None and low > high:
+        raise InputError(
+            f"min_{name} ({low}) is greater than max_{name} ({high}): lower min_{name} or raise max_{name}",
+            field=f"query.min_{name}",
+        )
 
 
 @router.get(
@@ -21,7 +31,8 @@ IndexPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="Feature index (
     response_model=schemas.FeaturePage,
     summary="A page of features, sorted and filtered",
     description="Text search `q` matches labels, top tokens and explanation texts (case-insensitive "
-    "substring). Null scores sort last. Ties break by index.",
+    "substring). Range bounds are inclusive; a min above its max is a 422 naming the min field. "
+    "A score bound excludes features without a score. Null scores sort last. Ties break by index.",
 )
 def list_features(
     state: State,
@@ -34,13 +45,40 @@ def list_features(
     max_density: Annotated[float | None, Query(ge=0.0, le=1.0, description="Highest firing density.")] = None,
     dead: Annotated[bool | None, Query(description="Only dead (true) or only live (false) features.")] = None,
     pruned: Annotated[bool | None, Query(description="Only pruned (true) or unpruned (false) features.")] = None,
+    min_max_activation: Annotated[
+        float | None,
+        Query(ge=0.0, allow_inf_nan=False, description="Lowest max activation (inclusive)."),
+    ] = None,
+    max_max_activation: Annotated[
+        float | None,
+        Query(ge=0.0, allow_inf_nan=False, description="Highest max activation (inclusive)."),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        Query(
+            allow_inf_nan=False,
+            description="Lowest explanation score (inclusive); features without a score are left out.",
+        ),
+    ] = None,
+    max_score: Annotated[
+        float | None,
+        Query(
+            allow_inf_nan=False,
+            description="Highest explanation score (inclusive); features without a score are left out.",
+        ),
+    ] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text to search for.")] = None,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=schemas.MAX_PAGE_LIMIT, description="Page size.")] = 50,
 ) -> Response:
+    _check_range("density", min_density, max_density)
+    _check_range("max_activation", min_max_activation, max_max_activation)
+    _check_range("score", min_score, max_score)
     page = state.reader.list_features(
         dictionary_id, sort=sort, order=order, min_density=min_density, max_density=max_density,
         dead=dead, pruned=pruned, q=q, offset=offset, limit=limit,
+        min_max_activation=min_max_activation, max_max_activation=max_max_activation,
+        min_score=min_score, max_score=max_score,
     )
     return json_response(page)
 
