@@ -9,7 +9,14 @@ EXTRAS="${1:-}"
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "[saescope] creating virtual environment in .venv"
-  "$PYTHON" -m venv .venv
+  if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+    # Debian's python without python3-venv has no ensurepip: fall back to virtualenv from PyPI.
+    echo "[saescope] the venv module is unavailable; using virtualenv instead"
+    rm -rf .venv
+    "$PYTHON" -m pip install --disable-pip-version-check -q virtualenv \
+      || "$PYTHON" -m pip install --disable-pip-version-check -q --break-system-packages virtualenv
+    "$PYTHON" -m virtualenv -q .venv
+  fi
 fi
 SPEC="."
 [ -n "$EXTRAS" ] && SPEC=".[${EXTRAS}]"
