@@ -310,26 +310,36 @@ def build_builtin_atlas(
         dataset_path=CORPUS_NAME,
     )
     t0 = time.perf_counter()
-    heldout = _contexts("heldout", config.lm, model.tokenizer, config.eval_contexts, config.seed)
     names = [spec.name for spec in config.saes]
     missing = [spec for spec in config.saes if not _folder_is_complete(layout.dictionary_dir(spec.name))]
-    trained = {b.id: b for b in _train_missing_saes(model, layout, config, missing, heldout, metadata)} if missing else {}
+    missing_baselines = [k for k in config.baselines if not _folder_is_complete(layout.dictionary_dir(k))]
+    # Held-out contexts are needed only to evaluate what gets built now.
+    heldout = (
+        _contexts("heldout", config.lm, model.tokenizer, config.eval_contexts, config.seed)
+        if missing or missing_baselines
+        else None
+    )
+    trained = (
+        {b.id: b for b in _train_missing_saes(model, layout, config, missing, heldout, metadata)}
+        if missing and heldout is not None
+        else {}
+    )
     builds = [trained.get(n) or _reused_build(layout, n) for n in names]
     seconds["saes"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     for kind in config.baselines:
-        if _folder_is_complete(layout.dictionary_dir(kind)):
-            builds.append(_reused_build(layout, kind))
-        else:
+        if heldout is not None and kind in missing_baselines:
             builds.append(_build_baseline(model, layout, config, kind, heldout, metadata))
+        else:
+            builds.append(_reused_build(layout, kind))
     seconds["baselines"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    entries = _dictionary_entries(layout, builds, config, lm_report)
     store_url = layout.store_url()
-    reused_store = store_is_current(store_url, layout.root, [e.id for e in entries])
+    reused_store = store_is_current(store_url, layout.root, [b.id for b in builds])
     if not reused_store:
+        entries = _dictionary_entries(layout, builds, config, lm_report)  # loads every dictionary's weights
         contexts = _contexts("train", config.lm, model.tokenizer, config.precompute_contexts, config.seed + 2)
         precompute_and_publish(
             store_url=store_url,
