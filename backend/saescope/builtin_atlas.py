@@ -32,7 +32,7 @@ from saescope.dictionaries.base import Dictionary, DictionaryMetadata
 from saescope.dictionaries.evaluation import DictionaryMetrics, evaluate_dictionary, load_metrics, save_metrics
 from saescope.dictionaries.saelens_format import load_dictionary, save_dictionary
 from saescope.dictionaries.training import SAETrainingConfig, TrainingResult, train_saes
-from saescope.errors import ConfigError, NotFoundError
+from saescope.errors import ConfigError
 from saescope.lm.builtin import BuiltinLMConfig, LMBuildReport, build_builtin_lm
 from saescope.lm.loading import load_lm
 from saescope.activations.stream import iter_activation_batches
@@ -434,10 +434,8 @@ def store_is_current(store_url: str, atlas_root: Path, dictionary_ids: list[str]
 
 
 def _load_model_for_cli(location: str, device: str) -> Any:
-    try:
-        return load_lm(location, device=resolve_device(device))
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"model {location!r} not found: {exc}") from exc
+    """The model at `location` on the chosen device (load_lm raises NotFoundError with a clear message)."""
+    return load_lm(location, device=resolve_device(device))
 
 
 def _corpus_contexts(model: Any, split: str, n_contexts: int, seed: int) -> PackedContexts:
