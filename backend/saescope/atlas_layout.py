@@ -10,6 +10,7 @@ An atlas directory holds everything one `saescope demo`/`precompute` run produce
       atlas.db                  the SQLite store (unless a PostgreSQL URL is given)
       work/                     resumable job state (checkpoints, partial precompute); never read by
                                 the server
+        saes/                   the checkpoint of an interrupted SAE training sweep (state.pt)
 
 This module only computes paths; it creates nothing and imports no other stage.
 """
@@ -50,6 +51,10 @@ class AtlasLayout(BaseModel):
     @property
     def work_dir(self) -> Path:
         return self.root / "work"
+
+    @property
+    def sae_checkpoint_dir(self) -> Path:
+        return self.work_dir / "saes"
 
     def store_url(self, override: str | None = None) -> str:
         """The SQLAlchemy URL of the store: `override` (e.g. a PostgreSQL URL) or the SQLite file."""

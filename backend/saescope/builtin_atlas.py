@@ -4,7 +4,8 @@ Owns the orchestration that `saescope demo` (and the model-based forms of `train
 `precompute`, `cache-activations`) run. Like `cli.py`, it sits above the stages and is the only module
 that calls all of them; it holds no algorithm of its own. Every step reuses what an earlier run left
 (a finished model checkpoint, a finished dictionary folder, a ready store entry), so a second run costs
-seconds, and every artefact is written to a temporary name and renamed when complete, so an interrupted
+seconds; an interrupted model or SAE training resumes from its last checkpoint under ATLAS/work; and
+every artefact is written to a temporary name and renamed when complete, so an interrupted
 run never leaves a half-written model, dictionary or store entry behind.
 """
 
@@ -31,10 +32,13 @@ from saescope.devices import resolve_device
 from saescope.dictionaries.base import Dictionary, DictionaryMetadata
 from saescope.dictionaries.evaluation import DictionaryMetrics, evaluate_dictionary, load_metrics, save_metrics
 from saescope.dictionaries.saelens_format import load_dictionary, save_dictionary
-from saescope.dictionaries.training import SAETrainingConfig, TrainingResult, train_saes
+from saescope.dictionaries.training import SAETrainingConfig, TrainingResult
+from saescope.dictionaries.training_checkpoint import CHECKPOINT_DIR, checkpoint_configs, remove_checkpoint
+from saescope.dictionaries.training_stream import train_saes_from_chunks
 from saescope.errors import ConfigError
 from saescope.lm.builtin import BuiltinLMConfig, LMBuildReport, build_builtin_lm
 from saescope.lm.loading import load_lm
+from saescope.activations.chunked import ActivationChunks
 from saescope.activations.stream import iter_activation_batches
 
 BUILTIN_MODEL_ID = "builtin-stdlib-1l"
@@ -72,6 +76,13 @@ class BuiltinAtlasConfig(BaseModel):
     )
     sae_tokens: int = Field(2_000_000, ge=1, description="Training tokens (activation vectors) per SAE.")
     sae_batch_size: int = Field(4096, ge=1, description="Tokens per SAE optimiser step.")
+    sae_shuffle_buffer_tokens: int = Field(
+        65_536, ge=0, description="Rows per shuffled chunk of the SAE training stream (0: no shuffling)."
+    )
+    sae_checkpoint_every_tokens: int = Field(
+        262_144, ge=1, description="Checkpoint the SAE sweep every N tokens, at the next chunk boundary "
+        "(ATLAS/work/saes; a rerun after an interruption resumes from it)."
+    )
     baselines: list[str] = Field(
         ["neurons", "pca"], description="Baseline dictionaries built beside the SAEs (neurons, random, pca, ica)."
     )
@@ -182,6 +193,20 @@ def _shuffled_rows(tokens: np.ndarray, seed: int) -> np.ndarray:
     return tokens[order]
 
 
+def _activation_chunks(model: Any, token_rows: np.ndarray, hook_name: str, config: SAETrainingConfig) -> ActivationChunks:
+    """The seekable SAE training stream over pre-shuffled contexts: chunks of about one shuffle
+    buffer (at least one batch) of rows, each permuted by (seed, chunk index)."""
+    return ActivationChunks(
+        model,
+        token_rows,
+        hook_name,
+        chunk_tokens=max(config.shuffle_buffer_tokens, config.batch_size),
+        seed=config.seed,
+        shuffle=config.shuffle_buffer_tokens > 0,
+        contexts_per_batch=32,
+    )
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -193,7 +218,10 @@ def _train_missing_saes(
     heldout: PackedContexts,
     metadata: DictionaryMetadata,
 ) -> list[DictionaryBuild]:
-    """Train every missing SAE size together in one pass over streamed activations, then evaluate."""
+    """Train every missing SAE size together in one pass over streamed activations, then evaluate.
+
+    The sweep checkpoints to ATLAS/work/saes and a rerun after an interruption resumes it; the
+    checkpoint is removed once every dictionary folder is written."""
     started = time.perf_counter()
     n_ctx = config.lm.n_ctx
     n_contexts = int(np.ceil(config.sae_tokens / (n_ctx - 1))) + 1
@@ -204,23 +232,25 @@ def _train_missing_saes(
         token_rows = np.concatenate([_shuffled_rows(train.tokens, config.seed + r) for r in range(reps)])
     else:
         token_rows = _shuffled_rows(train.tokens, config.seed)
-    trainer_configs = [
-        SAETrainingConfig(
-            architecture=spec.architecture,
-            d_sae=spec.d_sae,
-            k=spec.k,
-            l1=spec.l1,
-            tokens=config.sae_tokens,
-            batch_size=config.sae_batch_size,
-            seed=config.seed,
-        )
-        for spec in missing
-    ]
-    batches = iter_activation_batches(model, token_rows, config.hook_name, contexts_per_batch=32)
-    results: list[TrainingResult] = train_saes(trainer_configs, batches, metadata, progress=True)
+    trainer_configs = [_sae_training_config(spec, config) for spec in missing]
+    checkpoint_dir = layout.sae_checkpoint_dir
+    # A run interrupted after writing some of the folders left a checkpoint of a larger sweep: continue it.
+    saved = checkpoint_configs(checkpoint_dir)
+    if saved is not None and all(c in saved for c in trainer_configs):
+        trainer_configs = saved
+    results: list[TrainingResult] = train_saes_from_chunks(
+        trainer_configs,
+        _activation_chunks(model, token_rows, config.hook_name, trainer_configs[0]),
+        metadata,
+        progress=True,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=config.sae_checkpoint_every_tokens,
+        keep_checkpoint=True,
+    )
     train_seconds = time.perf_counter() - started
     builds = []
-    for spec, result in zip(missing, results):
+    for spec in missing:
+        result = next(r for r in results if r.config == _sae_training_config(spec, config))
         t0 = time.perf_counter()
         metrics = evaluate_dictionary(model, result.dictionary, heldout.tokens, config.hook_name)
         name = spec.name
@@ -234,6 +264,7 @@ def _train_missing_saes(
                 "normalization_scale": result.normalization_scale,
                 "training_contexts": len(train),
                 "seconds_training_shared": train_seconds,
+                "resumed_from_tokens": result.resumed_from_tokens,
             },
         )
         builds.append(
@@ -244,7 +275,21 @@ def _train_missing_saes(
                 metrics=metrics.model_dump(mode="json"),
             )
         )
+    remove_checkpoint(checkpoint_dir)
     return builds
+
+
+def _sae_training_config(spec: SAESpec, config: BuiltinAtlasConfig) -> SAETrainingConfig:
+    return SAETrainingConfig(
+        architecture=spec.architecture,
+        d_sae=spec.d_sae,
+        k=spec.k,
+        l1=spec.l1,
+        tokens=config.sae_tokens,
+        batch_size=config.sae_batch_size,
+        seed=config.seed,
+        shuffle_buffer_tokens=config.sae_shuffle_buffer_tokens,
+    )
 
 
 def _build_baseline(
@@ -465,9 +510,19 @@ def cache_activations_to_file(
 
 
 def train_sae_on_model(
-    model_location: str, hook_name: str, config: SAETrainingConfig, out: Path, device: str = "auto"
+    model_location: str,
+    hook_name: str,
+    config: SAETrainingConfig,
+    out: Path,
+    device: str = "auto",
+    checkpoint_every: int | None = 1_000_000,
+    resume: bool = True,
 ) -> TrainingResult:
-    """Train one SAE on activations streamed from `model_location` at `hook_name`; write an SAELens folder."""
+    """Train one SAE on activations streamed from `model_location` at `hook_name`; write an SAELens folder.
+
+    Checkpoints every `checkpoint_every` tokens to `out/checkpoint/`, as `train-sae --activations`
+    does; with `resume=True` a rerun continues an interrupted run exactly, without re-running the
+    model over the contexts it already trained on."""
     model = _load_model_for_cli(model_location, device)
     n_ctx = min(int(model.cfg.n_ctx), 128)
     contexts = _corpus_contexts(model, "train", int(np.ceil(config.tokens / (n_ctx - 1))) + 1, config.seed)
@@ -475,13 +530,19 @@ def train_sae_on_model(
     metadata = DictionaryMetadata(
         model_name=str(model_location), hook_name=hook_name, context_size=n_ctx, dataset_path=CORPUS_NAME
     )
-    batches = iter_activation_batches(model, _shuffled_rows(contexts.tokens, config.seed), hook_name)
-    result = train_saes([config], batches, metadata, progress=True)[0]
+    chunks = _activation_chunks(model, _shuffled_rows(contexts.tokens, config.seed), hook_name, config)
+    checkpoint_dir = Path(out) / CHECKPOINT_DIR
+    result = train_saes_from_chunks(
+        [config], chunks, metadata, progress=True, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, resume=resume, keep_checkpoint=True,
+    )[0]
     metrics = evaluate_dictionary(model, result.dictionary, heldout.tokens, hook_name)
-    _write_dictionary_folder(
+    _write_dictionary_folder(  # replaces `out` as a whole, the checkpoint folder included
         Path(out), result.dictionary.cpu(), metrics,
-        {"config": config.model_dump(), "history": result.history, "normalization_scale": result.normalization_scale},
+        {"config": config.model_dump(), "history": result.history, "normalization_scale": result.normalization_scale,
+         "resumed_from_tokens": result.resumed_from_tokens},
     )
+    remove_checkpoint(checkpoint_dir)
     return result
 
 

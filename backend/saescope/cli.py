@@ -22,6 +22,7 @@ from pathlib import Path
 from saescope import __version__
 
 DEFAULT_ATLAS = Path("atlas")
+DEFAULT_CHECKPOINT_EVERY = 1_000_000  # train-sae: tokens between checkpoints (OUT/checkpoint/)
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 HOOK_HELP = (
     "transformer_lens hook point, e.g. blocks.0.mlp.hook_post, blocks.0.hook_resid_post, "
@@ -73,16 +74,20 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         if value is not None:
             config_fields[name] = value
     config = SAETrainingConfig(**config_fields)
+    checkpoint_every = args.checkpoint_every if args.checkpoint_every is not None else DEFAULT_CHECKPOINT_EVERY
     if args.activations is not None:
         from saescope.dictionaries.training import train_sae_from_file
 
         result = train_sae_from_file(
-            args.activations, config, args.out, checkpoint_every=args.checkpoint_every, resume=not args.no_resume
+            args.activations, config, args.out, checkpoint_every=checkpoint_every, resume=not args.no_resume
         )
     else:
         from saescope.builtin_atlas import train_sae_on_model
 
-        result = train_sae_on_model(args.model, args.hook, config, args.out, device=args.device)
+        result = train_sae_on_model(
+            args.model, args.hook, config, args.out, device=args.device,
+            checkpoint_every=checkpoint_every, resume=not args.no_resume,
+        )
     print(f"saved {args.architecture} SAE with {args.d_sae} features to {args.out}")
     if hasattr(result, "summary"):
         print(result.summary())
@@ -221,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="tokens per step")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N tokens")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help=f"checkpoint to OUT/checkpoint every N tokens (default {DEFAULT_CHECKPOINT_EVERY:,}); "
+                   "rerunning an interrupted command resumes from it")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--out", type=Path, required=True, help="SAELens-format folder to write")
     _add_device(p)
@@ -292,8 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
         print(f"saescope {args.command}: error: invalid option: {problems}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"saescope {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # TrainingInterrupted says where the last checkpoint is
+        detail = str(exc) or "rerun the same command to resume"
+        print(f"saescope {args.command}: interrupted: {detail}", file=sys.stderr)
         return 130
     return 0
 

@@ -33,3 +33,8 @@ class NotFoundError(SaescopeError):
 
 class FormatError(SaescopeError):
     """A file on disk is not in the expected format (e.g. a malformed SAELens folder)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a resumable job. A KeyboardInterrupt (so it stops everything as Ctrl-C does)
+    whose message says how far the job got and where its last checkpoint is."""

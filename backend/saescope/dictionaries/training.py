@@ -5,9 +5,11 @@ Owns `SAETrainingConfig` (every training option, validated), `train_sae` (one SA
 (Adam, LR warm-up and linear decay, sparsity-coefficient warm-up), input normalisation to norm
 sqrt(d_in) folded into the weights at the end, `b_dec` initialisation, decoder-norm handling,
 dead-latent bookkeeping and resampling, and the training history. The arithmetic of one step lives
-in `training_kernels.py`; files, checkpoints and exact resume in `training_file.py`. This module
-knows nothing about language models or where activations come from: it takes an iterable of
-`[batch, d_in]` tensors.
+in `training_kernels.py`, the checkpoint file in `training_checkpoint.py`, and resumable training
+(checkpoints, exact resume) from a matrix file in `training_file.py` and from a seekable activation
+stream in `training_stream.py`; `train_saes` here takes a plain iterable and has no checkpoints.
+This module knows nothing about language models or where activations come from: it takes an
+iterable of `[batch, d_in]` tensors.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ class TrainingResult(BaseModel):
     log10_density: Any = Field(description="Tensor [d_sae]: log10 firing frequency over the last window.")
     config: SAETrainingConfig
     normalization_scale: float = Field(1.0, description="Factor that mapped raw inputs to norm sqrt(d_in).")
+    resumed_from_tokens: int = Field(0, description="Tokens already trained in the checkpoint this run resumed (0: fresh).")
 
     @property
     def final(self) -> dict[str, float]:
@@ -728,6 +731,7 @@ def run_trainers(
     on_step: Any = None,
 ) -> None:
     """Feed raw batches to every trainer until the token budget or the stream ends."""
+    batches = iter(batches)
     total_tokens = trainers[0].config.tokens
     start = trainers[0].tokens_seen
     bar = None
@@ -738,8 +742,10 @@ def run_trainers(
             total=total_tokens, initial=start, unit="tok", unit_scale=True, desc="train SAE", leave=False, mininterval=2.0
         )
     try:
-        for raw in batches:
-            if trainers[0].tokens_seen >= total_tokens:
+        # check the budget before pulling: a lazy stream then never computes a batch it will not use
+        while trainers[0].tokens_seen < total_tokens:
+            raw = next(batches, None)
+            if raw is None:
                 break
             room = total_tokens - trainers[0].tokens_seen
             if raw.shape[0] > room:

@@ -3,10 +3,10 @@
 Owns `train_sae_from_file` / `train_saes_from_file` (a sweep over one file), the `TrainSAEOptions`
 pydantic model that maps 1:1 to `saescope train-sae` options, reading `.safetensors` (one tensor
 named `activations`, [n, d_in]) and `.npy` matrices through memory maps, the deterministic sample
-order (batch `s` is a function of seed and `s` only: rows of a per-epoch permutation), and the
-checkpoint file (`<out>/checkpoint/state.pt`: every trainer's parameters, Adam state, counters,
-RNG state, history, and the data position). A run killed at any point and restarted with
-`resume=True` ends with exactly the weights of an uninterrupted run. The result folder is written
+order (batch `s` is a function of seed and `s` only: rows of a per-epoch permutation), and where
+checkpoints go (`<out>/checkpoint/state.pt`, in the format of `training_checkpoint.py`: every
+trainer's state plus the file's fingerprint and the step). A run killed at any point and restarted
+with `resume=True` ends with exactly the weights of an uninterrupted run. The result folder is written
 in SAELens format through `saelens_format.save_dictionary`, plus `history.json` and
 `training_config.json`. It knows nothing about language models.
 """
@@ -14,8 +14,6 @@ in SAELens format through `saelens_format.save_dictionary`, plus `history.json` 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,11 +33,17 @@ from saescope.dictionaries.training import (
     init_statistics,
     run_trainers,
 )
+from saescope.dictionaries.training_checkpoint import (  # CHECKPOINT_FILE re-exported for callers
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    interrupted,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from saescope.errors import ConfigError, InputError
 
 TENSOR_NAME = "activations"
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "state.pt"
 HISTORY_FILE = "history.json"
 TRAINING_CONFIG_FILE = "training_config.json"
 
@@ -233,38 +237,6 @@ def _check_file_configs(configs: Sequence[SAETrainingConfig], matrix: Activation
             raise ConfigError("a sweep over one file needs equal batch_size, tokens and seed in every config")
 
 
-def _save_checkpoint(folder: Path, trainers: Sequence[SAETrainer], matrix: ActivationMatrix) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {
-        "version": 1,
-        "file": matrix.fingerprint(),
-        "step": trainers[0].step_index,
-        "trainers": [t.state_dict() for t in trainers],
-        "torch_rng": torch.get_rng_state(),
-    }
-    tmp = folder / (CHECKPOINT_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, folder / CHECKPOINT_FILE)
-
-
-def _load_checkpoint(
-    folder: Path, configs: Sequence[SAETrainingConfig], matrix: ActivationMatrix
-) -> list[SAETrainer] | None:
-    path = folder / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    saved = [SAETrainingConfig(**t["config"]) for t in state["trainers"]]
-    if saved != list(configs):
-        raise ConfigError(
-            f"{path} belongs to a run with a different configuration; delete it or pass resume=False"
-        )
-    if state["file"] != matrix.fingerprint():
-        raise ConfigError(f"{path} was written for a different activation file; delete it or pass resume=False")
-    torch.set_rng_state(state["torch_rng"])
-    return [SAETrainer.from_state_dict(t) for t in state["trainers"]]
-
-
 def _file_batches(matrix: ActivationMatrix, order: SampleOrder, start_step: int, total_steps: int, tokens: int) -> Iterator[Tensor]:
     for step in range(start_step, total_steps):
         count = min(order.batch_size, tokens - step * order.batch_size)
@@ -303,8 +275,11 @@ def train_saes_from_file(
     ckpt_dir = out_dirs[0] / CHECKPOINT_DIR
     order = SampleOrder(matrix.n, first.batch_size, first.seed)
 
-    trainers = _load_checkpoint(ckpt_dir, configs, matrix) if resume else None
-    if trainers is None:
+    loaded = load_checkpoint(ckpt_dir, configs, matrix.fingerprint()) if resume else None
+    last_saved = loaded.tokens if loaded is not None else None
+    if loaded is not None:
+        trainers = loaded.trainers
+    else:
         torch.manual_seed(first.seed)
         init_rows = np.sort(order.positions(0, min(first.init_tokens, matrix.n)))
         sample = matrix.rows(init_rows)
@@ -320,14 +295,19 @@ def train_saes_from_file(
     every_steps = max(1, checkpoint_every // first.batch_size) if checkpoint_every else None
 
     def on_step(ts: Sequence[SAETrainer]) -> None:
+        nonlocal last_saved
         step = ts[0].step_index
         if every_steps and step % every_steps == 0 and step < total_steps:
-            _save_checkpoint(ckpt_dir, ts, matrix)
+            save_checkpoint(ckpt_dir, ts, matrix.fingerprint(), {"step": step})
+            last_saved = ts[0].tokens_seen
         if callback is not None:
             callback(step)
 
     batches = _file_batches(matrix, order, start_step, total_steps, first.tokens)
-    run_trainers(trainers, batches, progress=progress, on_step=on_step)
+    try:
+        run_trainers(trainers, batches, progress=progress, on_step=on_step)
+    except KeyboardInterrupt:
+        raise interrupted(ckpt_dir, trainers[0].tokens_seen, first.tokens, last_saved) from None
 
     if metadata is None:
         metadata = DictionaryMetadata(dataset_path=str(matrix.path))
@@ -353,8 +333,8 @@ def train_saes_from_file(
             )
         )
         results.append(result)
-    if not keep_checkpoint and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
+    if not keep_checkpoint:
+        remove_checkpoint(ckpt_dir)
     return results
 
 
