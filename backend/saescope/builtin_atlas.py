@@ -396,6 +396,8 @@ def build_builtin_atlas(
             config=config.precompute.model_copy(update={"device": str(torch_device)}),
             work_dir=layout.work_dir / "precompute",
         )
+    else:
+        _fill_missing_pages(store_url)  # a store from an interrupted publish or an older saescope
     seconds["precompute"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
 
@@ -453,6 +455,19 @@ def _dictionary_entries(
             )
         )
     return entries
+
+
+def _fill_missing_pages(store_url: str) -> int:
+    """Pre-render any feature page the store lacks (a no-op, one query per dictionary, when complete)."""
+    from saescope.store.engine_factory import create_store_engine, init_schema
+    from saescope.store.pages import fill_feature_pages
+
+    engine = create_store_engine(store_url)
+    try:
+        init_schema(engine)  # adds the pages table to a store written before it existed
+        return fill_feature_pages(engine, progress=True)
+    finally:
+        engine.dispose()
 
 
 def store_is_current(store_url: str, atlas_root: Path, dictionary_ids: list[str]) -> bool:

@@ -97,6 +97,7 @@ export const api = {
   densityHistogram: (id) => cached(`dens:${id}`, () => apiGet(`/dictionaries/${enc(id)}/density_histogram`)),
   features: (id, params, opts) => apiGet(`/dictionaries/${enc(id)}/features`, params, opts),
   feature: (id, index) => apiGet(`/dictionaries/${enc(id)}/features/${enc(index)}`),
+  featurePage: (id, index) => apiGet(`/dictionaries/${enc(id)}/features/${enc(index)}/page`),
   examples: (id, index, group) => apiGet(`/dictionaries/${enc(id)}/features/${enc(index)}/examples`, { group }),
   map: (hookName) => apiGet('/map', { hook_name: hookName }),
   activations: (body) => apiPost('/inference/activations', body),

@@ -87,12 +87,18 @@ def build_tiny_atlas(root: Path, tiny_lm_dir: Path, tiny_lm, store_url: str | No
 
 
 def _add_test_rows(url: str) -> None:
-    """One explanation (searchable) and one dictionary still `building` (invisible to the API)."""
+    """One explanation (searchable) and one dictionary still `building` (invisible to the API).
+
+    Written the way an explainer must write: the changed dictionary's pre-rendered pages are dropped
+    in the same transaction and re-rendered afterwards."""
     from saescope.store.engine_factory import create_store_engine
+    from saescope.store.pages import fill_feature_pages
     from saescope.store.schema import DictionaryRow, ExplanationRow, FeatureRow
+    from saescope.store.writer import delete_feature_pages
 
     engine = create_store_engine(url)
     with engine.begin() as conn:
+        delete_feature_pages(conn, ["mlp-sae"])
         conn.execute(
             ExplanationRow.__table__.insert().values(
                 dictionary_id="mlp-sae", feature_index=EXPLAINED_FEATURE, text=EXPLANATION, method="llm",
@@ -107,6 +113,7 @@ def _add_test_rows(url: str) -> None:
             )
         )
         conn.execute(FeatureRow.__table__.insert().values(dictionary_id="half-built", index=0, label="hidden"))
+    assert fill_feature_pages(engine, ["mlp-sae"]) == 64
     engine.dispose()
 
 

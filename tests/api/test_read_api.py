@@ -243,3 +243,41 @@ def test_density_range_with_min_above_max_is_422_naming_the_field(client) -> Non
     r = client.get("/api/v1/dictionaries/mlp-sae/features", params={"min_density": 0.5, "max_density": 0.2})
     assert r.status_code == 422
     assert r.json()["field"] == "query.min_density"
+
+
+def test_feature_page_is_the_record_and_every_example_in_one_response(client):
+    """The pre-rendered page equals detail + examples fetched separately, gzip or not."""
+    import gzip
+
+    base = f"{API}/dictionaries/mlp-sae/features"
+    for index in (0, EXPLAINED_FEATURE, 63):
+        detail = client.get(f"{base}/{index}").json()
+        examples = client.get(f"{base}/{index}/examples").json()
+        zipped = client.get(f"{base}/{index}/page", headers={"Accept-Encoding": "gzip"})
+        assert zipped.status_code == 200 and zipped.headers["content-encoding"] == "gzip"
+        assert zipped.headers["vary"] == "Accept-Encoding"
+        assert zipped.json() == {"feature": detail, "examples": examples}  # the client un-gzips it
+        plain = client.get(f"{base}/{index}/page", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.json() == {"feature": detail, "examples": examples}
+    # the stored bytes are sent as they are: smaller than the JSON they hold
+    raw = client.get(f"{base}/{EXPLAINED_FEATURE}/page", headers={"Accept-Encoding": "gzip"})
+    assert raw.json()["feature"]["explanations"][0]["text"] == EXPLANATION  # added after publish: re-rendered
+    assert len(gzip.compress(raw.content)) < len(raw.content)
+
+
+def test_feature_page_of_unknown_or_hidden_features_is_404(client):
+    assert client.get(f"{API}/dictionaries/mlp-sae/features/64/page").status_code == 404
+    assert client.get(f"{API}/dictionaries/nope/features/0/page").status_code == 404
+    assert client.get(f"{API}/dictionaries/half-built/features/0/page").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("gzip", True), ("gzip, deflate, br", True), ("br;q=1.0, gzip;q=0.8", True), ("*", True),
+     ("gzip;q=0", False), ("identity", False), ("", False), ("deflate", False)],
+)
+def test_accept_encoding_parsing(header, expected):
+    from saescope.api.routers.features import accepts_gzip
+
+    assert accepts_gzip(header) is expected

@@ -81,6 +81,18 @@ def test_second_build_reuses_model_dictionaries_and_store(tiny_atlas, tmp_path: 
     assert all(d.reused for d in report.dictionaries)
     assert report.precompute_reused
     assert (copy / "atlas.db").stat().st_mtime_ns == before
+    # a store without pre-rendered pages (older saescope, interrupted fill) gets them on reuse
+    from sqlalchemy import text
+
+    from saescope.store.engine_factory import create_store_engine
+    from saescope.store.pages import missing_pages
+
+    engine = create_store_engine(f"sqlite:///{copy / 'atlas.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE feature_pages"))
+    assert build_builtin_atlas(copy, config, device="cpu").precompute_reused
+    assert missing_pages(engine) == {}
+    engine.dispose()
 
 
 def test_changed_weights_make_the_store_stale_and_get_republished(tiny_atlas, tmp_path: Path) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from saescope.analysis.config import PrecomputeConfig
 from saescope.store.engine_factory import create_store_engine
@@ -15,28 +14,8 @@ from saescope.store.schema import DictionaryRow, ExampleRow, FeatureRow
 from store_helpers import make_sae
 
 pytestmark = pytest.mark.postgres
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 FAST = dict(progress=False, umap=False, top_k=3, n_intervals=2, examples_per_interval=2, n_random=2,
             contexts_per_batch=8, neighbours_k=3)
-
-
-@pytest.fixture()
-def pg_url():
-    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text("select 1"))
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL server reachable at 127.0.0.1:5432 ({type(exc).__name__}: {exc})")
-    name = f"saescope_test_{os.getpid()}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"{SERVER}/{name}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_publish_and_atomic_republish_on_postgresql(pg_url, model, contexts):

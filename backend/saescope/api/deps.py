@@ -28,7 +28,8 @@ class AppState:
     worker: ModelWorker
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain-def dependency in its thread pool, a thread hop on every request
     return request.app.state.saescope
 
 

@@ -235,6 +235,15 @@ class Example(BaseModel):
     max_activation: float = Field(..., description="Largest activation in this context.")
 
 
+class FeaturePageView(BaseModel):
+    """Everything a feature page shows, in one response: the record and every example."""
+
+    feature: FeatureDetail = Field(..., description="The feature's full record.")
+    examples: list[Example] = Field(
+        ..., description="Every example, by group (top first, then quantiles, then random)."
+    )
+
+
 class MapPoint(BaseModel):
     """One feature on the UMAP map of a hook point."""
 

@@ -4,7 +4,8 @@ Owns `precompute_and_publish`, the one call the pipeline makes after training: i
 precompute (`saescope.analysis.precompute`), the per-dictionary analyses (logit effects, neighbours,
 cross-dictionary matches, UMAP, labels), builds the model/context/dictionary/feature/example rows and
 hands them to `writer`, writing under status `building` and flipping every dictionary to `ready` in
-one final transaction. Also stores provenance (model, hook point, corpus, token count, seeds,
+one final transaction, then pre-renders the feature pages (`store.pages`) of the new dictionaries
+and of the ready ones whose matches or map coordinates it changed. Also stores provenance (model, hook point, corpus, token count, seeds,
 saescope version, sha256 of `sae_weights.safetensors`) and detects stale dashboards
 (`stale_dictionaries`).
 """
@@ -34,10 +35,12 @@ from saescope.analysis.precompute import DictionaryAnalysis, PrecomputeResult, c
 from saescope.dictionaries.base import Dictionary
 from saescope.errors import ConfigError, InputError
 from saescope.store.engine_factory import create_store_engine, init_schema
+from saescope.store.pages import fill_feature_pages
 from saescope.store.schema import DictionaryRow, FeatureRow
 from saescope.store.writer import (
     BUILDING_SUFFIX,
     building_id,
+    delete_feature_pages,
     delete_orphan_contexts,
     dictionary_status,
     finalize_dictionaries,
@@ -228,6 +231,9 @@ def _precompute_and_publish(
     n_features, n_examples = _write(engine, model, model_info, entries, pre, records, tokens, doc_ids, offsets,
                                     vocab, config, atlas_root, others)
     timings["store"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fill_feature_pages(engine, progress=config.progress)  # the new dictionaries' and the refreshed others'
+    timings["pages"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     if work_dir is not None:
         clear_state(work_dir)
@@ -544,6 +550,7 @@ def _update_others(conn: Any, others: Sequence[_Other], labels_by_dict: dict[str
     for o in others:
         if not o.new_matches and o.umap is None:
             continue
+        delete_feature_pages(conn, [o.id])  # they show these matches and coordinates: re-rendered after
         rows = []
         for f in range(len(o.labels)):
             kept = [m for m in o.matches[f] if m.get("dictionary_id") not in o.new_matches]

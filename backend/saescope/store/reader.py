@@ -9,10 +9,13 @@ API's response models (this module must not import the API). It never writes.
 Query counts: a feature record is three small indexed selects on one connection (the feature row
 joined with its dictionary, its explanations, its example groups); a page of examples is one query
 (examples joined with contexts and dictionary) plus the model's vocabulary, cached per model id.
+A feature page (record and examples together) is one indexed read of its pre-rendered gzip body
+(`store.pages`), rendered live from the queries above where none is stored.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from datetime import datetime, timezone
@@ -21,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, Text, bindparam, cast, create_engine, event, func, or_, select
+from pydantic_core import to_json
+from sqlalchemy import Engine, Text, bindparam, cast, create_engine, event, func, inspect, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
@@ -32,6 +36,7 @@ from saescope.store.schema import (
     DictionaryRow,
     ExampleRow,
     ExplanationRow,
+    FeaturePageRow,
     FeatureRow,
     ModelRow,
 )
@@ -227,7 +232,18 @@ def _build_statements() -> dict[str, Any]:
         .join(ContextRow, ContextRow.id == ExampleRow.context_id)
         .where(ExampleRow.dictionary_id == d, ExampleRow.feature_index == i, DictionaryRow.status == _READY)
     )
+    page = (
+        select(FeaturePageRow.body)
+        .join(DictionaryRow, DictionaryRow.id == FeaturePageRow.dictionary_id)
+        .where(FeaturePageRow.dictionary_id == d, FeaturePageRow.index == i, DictionaryRow.status == _READY)
+    )
+    brief = select(
+        DictionaryRow.id, DictionaryRow.model_id, DictionaryRow.hook_name, DictionaryRow.d_sae,
+        DictionaryRow.weights_path, DictionaryRow.created_at,
+    ).where(DictionaryRow.id == d, DictionaryRow.status == _READY)
     return {
+        "brief": brief,
+        "page": page,
         "feature": feature,
         "explanations": explanations,
         "groups": groups,
@@ -252,6 +268,8 @@ class StoreReader:
         self._q = _build_statements()
         self._labels_cache: dict[tuple[str, str], list[str]] = {}
         self._fragments: dict[tuple[str, str], str] = {}
+        # stores written before pre-rendered pages existed have no such table: always render live
+        self._has_pages_table = inspect(engine).has_table(FeaturePageRow.__tablename__)
 
     @classmethod
     def from_url(cls, url: str) -> StoreReader:
@@ -318,6 +336,15 @@ class StoreReader:
         if row is None:
             raise NotFoundError(f"dictionary {dictionary_id!r} not found (or not ready)")
         return _dictionary_dict(row)
+
+    def get_dictionary_brief(self, dictionary_id: str) -> dict[str, Any]:
+        """What live model work needs of a ready dictionary (id, model_id, hook_name, d_sae,
+        weights_path, created_at), without decoding its JSON columns; NotFoundError otherwise."""
+        with self.engine.connect() as conn:
+            row = conn.execute(self._q["brief"], {"dictionary_id": dictionary_id}).mappings().first()
+        if row is None:
+            raise NotFoundError(f"dictionary {dictionary_id!r} not found (or not ready)")
+        return {**row, "created_at": _aware(row["created_at"])}
 
     # ------------------------------------------------------------------ features
 
@@ -462,6 +489,23 @@ class StoreReader:
             ),
         )
         return record
+
+    def feature_page_json(self, dictionary_id: str, index: int) -> bytes:
+        """The feature page rendered live: `{"feature": get_feature(...), "examples": get_examples(...)}`
+        as UTF-8 JSON (the FeaturePageView shape)."""
+        record = to_json(self.get_feature(dictionary_id, index), inf_nan_mode="null")
+        return b'{"feature":' + record + b',"examples":' + self.get_examples_json(dictionary_id, index) + b"}"
+
+    def get_feature_page(self, dictionary_id: str, index: int, accept_gzip: bool) -> tuple[bytes, bool]:
+        """(body, is_gzip) of one feature's page: the stored gzip page when there is one (sent as it
+        is when `accept_gzip`, else decompressed), else rendered live (not compressed)."""
+        if self._has_pages_table:
+            with self.engine.connect() as conn:
+                stored = conn.execute(self._q["page"], {"dictionary_id": dictionary_id, "index": index}).scalar()
+            if stored is not None:
+                stored = bytes(stored)
+                return (stored, True) if accept_gzip else (gzip.decompress(stored), False)
+        return self.feature_page_json(dictionary_id, index), False
 
     def _example_rows(self, dictionary_id: str, index: int, group: str | None) -> list[Any]:
         """Example rows sorted by group then rank; JSON columns come back as their raw text."""

@@ -1,5 +1,5 @@
 """The atlas store's SQLAlchemy 2 schema: models, contexts, dictionaries, features, examples,
-explanations.
+explanations, and pre-rendered feature pages.
 
 Owns table and index definitions only; reading and writing live in `reader.py` and `writer.py`.
 Works on SQLite and PostgreSQL (JSON columns, no dialect-specific types). Shaped for the pages people
@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    LargeBinary,
     DateTime,
     Float,
     ForeignKey,
@@ -178,4 +179,22 @@ class ExplanationRow(Base):
             ondelete="CASCADE",
         ),
         Index("ix_explanations_feature", "dictionary_id", "feature_index"),
+    )
+
+
+class FeaturePageRow(Base):
+    """One feature's page (`GET .../features/{index}/page`: record and every example) as gzip JSON.
+
+    A cache derived from the other tables, filled after a publish: a missing row means "render live",
+    so writers only ever delete rows that might have gone stale (in the same transaction as the
+    change) and refill them afterwards."""
+
+    __tablename__ = "feature_pages"
+    dictionary_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # gzip of the UTF-8 JSON
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["dictionary_id", "index"], ["features.dictionary_id", "features.index"], ondelete="CASCADE"
+        ),
     )

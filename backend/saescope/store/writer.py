@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, and_, delete, func, insert, literal, select, update
 
-from saescope.store.schema import ContextRow, DictionaryRow, ExampleRow, ExplanationRow, FeatureRow, ModelRow
+from saescope.store.schema import (
+    ContextRow,
+    DictionaryRow,
+    ExampleRow,
+    ExplanationRow,
+    FeaturePageRow,
+    FeatureRow,
+    ModelRow,
+)
 
 BATCH_ROWS = 2000
 BUILDING_SUFFIX = "~building"
@@ -143,12 +151,20 @@ def insert_contexts(
 
 
 def delete_dictionary(conn: Connection, dictionary_id: str, keep_explanations: bool = False) -> None:
-    """Remove a dictionary with its features, examples (and explanations unless kept)."""
+    """Remove a dictionary with its features, examples, pages (and explanations unless kept)."""
+    delete_feature_pages(conn, [dictionary_id])
     conn.execute(delete(ExampleRow.__table__).where(ExampleRow.__table__.c.dictionary_id == dictionary_id))
     if not keep_explanations:
         conn.execute(delete(ExplanationRow.__table__).where(ExplanationRow.__table__.c.dictionary_id == dictionary_id))
     conn.execute(delete(FeatureRow.__table__).where(FeatureRow.__table__.c.dictionary_id == dictionary_id))
     conn.execute(delete(DictionaryRow.__table__).where(DictionaryRow.__table__.c.id == dictionary_id))
+
+
+def delete_feature_pages(conn: Connection, dictionary_ids: Sequence[str]) -> None:
+    """Drop the pre-rendered pages of `dictionary_ids` (they re-render live until refilled)."""
+    if dictionary_ids:
+        t = FeaturePageRow.__table__
+        conn.execute(delete(t).where(t.c.dictionary_id.in_(list(dictionary_ids))))
 
 
 def dictionary_status(conn: Connection, dictionary_id: str) -> str | None:

@@ -177,7 +177,9 @@ export async function render(root, route, ctx) {
   const index = Number(route.params.index);
   root.append(loading(`Loading feature ${index} of ${dictId}…`));
   if (!Number.isInteger(index) || index < 0) throw new Error(`"${route.params.index}" is not a feature index (a whole number ≥ 0).`);
-  const [dict, detail, dicts] = await Promise.all([api.dictionary(dictId), api.feature(dictId, index), api.dictionaries()]);
+  // one request for the record and every example (pre-rendered at publish time)
+  const [dict, page, dicts] = await Promise.all([api.dictionary(dictId), api.featurePage(dictId, index), api.dictionaries()]);
+  const detail = page.feature;
   const prefixes = new Map(dicts.map((d) => [d.id, d.display_prefix || '']));
   if (!ctx.alive()) return;
   root.replaceChildren();
@@ -211,7 +213,7 @@ export async function render(root, route, ctx) {
 
   const histEl = h('div', { class: 'plot act-hist' });
   const logitsHistEl = h('div', { class: 'plot logits-hist' });
-  const examplesHost = h('div', { class: 'example-groups' }, loading('Loading examples…'));
+  const examplesHost = h('div', { class: 'example-groups' });
   root.append(h('div', { class: 'feature-grid' },
     h('div', { class: 'col-side' },
       h('section', { class: 'card' }, h('h3', {}, 'Activation histogram'), histEl),
@@ -236,8 +238,7 @@ export async function render(root, route, ctx) {
   const tasks = [
     activationHistogram(histEl, detail).catch((err) => setContent(histEl, errorBox(err, 'Histogram'))),
     logitsHistogram(logitsHistEl, detail).catch((err) => setContent(logitsHistEl, errorBox(err, 'Histogram'))),
-    api.examples(dict.id, index).then((examples) => { if (ctx.alive()) exampleGroups(examplesHost, detail, examples); })
-      .catch((err) => { if (ctx.alive()) setContent(examplesHost, errorBox(err, 'Examples')); }),
   ];
+  try { exampleGroups(examplesHost, detail, page.examples); } catch (err) { setContent(examplesHost, errorBox(err, 'Examples')); }
   await Promise.all(tasks);
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 
 from saescope.api import schemas
@@ -92,6 +92,44 @@ async def get_feature(state: State, dictionary_id: DictionaryPath, index: IndexP
     # Runs on the event loop: three indexed point queries (~1 ms) cost less than a thread hop and
     # GIL hand-offs under concurrency. Unbounded work (search, maps) stays in the threadpool.
     return json_response(state.reader.get_feature(dictionary_id, index))
+
+
+@router.get(
+    "/dictionaries/{dictionary_id}/features/{index}/page",
+    response_model=schemas.FeaturePageView,
+    summary="One feature's page: full record and every example, in one response",
+    description="The same data as `/features/{index}` plus `/features/{index}/examples`, in one "
+    "round trip. Served from the page pre-rendered at publish time (one indexed read), as stored "
+    "gzip when the request accepts gzip; rendered live when the store has none.",
+)
+async def get_feature_page(
+    state: State,
+    dictionary_id: DictionaryPath,
+    index: IndexPath,
+    accept_encoding: Annotated[str, Header(include_in_schema=False)] = "",
+) -> Response:
+    body, is_gzip = state.reader.get_feature_page(dictionary_id, index, accepts_gzip(accept_encoding))
+    headers = {"Vary": "Accept-Encoding"}
+    if is_gzip:
+        headers["Content-Encoding"] = "gzip"
+    return Response(content=body, media_type="application/json", headers=headers)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header value admits gzip (absent, `gzip;q=0`: no)."""
+    for item in accept_encoding.lower().split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and _quality(q[2:]) == 0.0)
+    return False
+
+
+def _quality(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 1.0
 
 
 @router.get(

@@ -1,0 +1,121 @@
+"""Pre-rendered feature pages: written at publish, equal to the live rendering, never stale."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from sqlalchemy import delete, func, select, text
+
+from saescope.analysis.config import PrecomputeConfig
+from saescope.store.engine_factory import create_store_engine
+from saescope.store.pages import fill_feature_pages, missing_pages
+from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
+from saescope.store.reader import StoreReader
+from saescope.store.schema import FeaturePageRow
+
+from store_helpers import make_sae
+
+HOOK = "blocks.0.hook_resid_post"
+FAST = dict(progress=False, umap=True, top_k=3, n_intervals=2, examples_per_interval=2, n_random=2,
+            contexts_per_batch=8, neighbours_k=3)
+
+
+def _stored_pages(url: str) -> dict[tuple[str, int], bytes]:
+    engine = create_store_engine(url)
+    with engine.connect() as c:
+        rows = c.execute(select(FeaturePageRow.dictionary_id, FeaturePageRow.index, FeaturePageRow.body)).all()
+    engine.dispose()
+    return {(d, int(i)): gzip.decompress(b) for d, i, b in rows}
+
+
+def _live(url: str, dictionary_id: str, index: int) -> bytes:
+    engine = create_store_engine(url)
+    try:
+        return StoreReader(engine).feature_page_json(dictionary_id, index)
+    finally:
+        engine.dispose()
+
+
+def _assert_pages_are_current(url: str, expected: dict[str, int]) -> None:
+    pages = _stored_pages(url)
+    assert sorted(pages) == sorted((d, i) for d, n in expected.items() for i in range(n))
+    for (d, i), body in pages.items():
+        assert body == _live(url, d, i), f"stale page {d}/{i}"
+
+
+def test_publish_stores_every_page_and_keeps_them_current_when_later_publishes_change_them(tmp_path, model, contexts):
+    from saescope.dictionaries.saelens_format import save_dictionary
+
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    cfg = PrecomputeConfig(**FAST)
+    first = make_sae(32, 6, HOOK, 5)
+    save_dictionary(first, tmp_path / "dictionaries" / "first")  # found again by the later publishes
+    report = precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("first", first, "dictionaries/first")],
+                                    contexts, cfg, atlas_root=tmp_path)
+    assert report.timings["pages"] >= 0
+    _assert_pages_are_current(url, {"first": 6})
+    before = _stored_pages(url)
+    # a second dictionary at the same hook adds matches (and moves map points) of the first one
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("second", make_sae(32, 4, HOOK, 6))],
+                           contexts, cfg, atlas_root=tmp_path)
+    _assert_pages_are_current(url, {"first": 6, "second": 4})
+    assert _stored_pages(url)[("first", 0)] != before[("first", 0)]
+    assert b'"dictionary_id":"second"' in _stored_pages(url)[("first", 0)]
+    # re-publishing "first" with other weights replaces its pages, never leaving the old ones
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("first", make_sae(32, 3, HOOK, 9))],
+                           contexts, cfg)
+    _assert_pages_are_current(url, {"first": 3, "second": 4})
+
+
+def test_fill_renders_only_missing_pages_and_skips_building_dictionaries(tmp_path, model, contexts):
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 5, HOOK, 1))],
+                           contexts, PrecomputeConfig(**FAST))
+    engine = create_store_engine(url)
+    assert fill_feature_pages(engine) == 0  # complete: nothing to do
+    with engine.begin() as c:  # as if a fill had been interrupted part way
+        c.execute(delete(FeaturePageRow.__table__).where(FeaturePageRow.index.in_([1, 3])))
+    assert missing_pages(engine) == {"d": [1, 3]}
+    assert fill_feature_pages(engine) == 2
+    assert missing_pages(engine) == {}
+    with engine.begin() as c:
+        c.execute(text("UPDATE dictionaries SET status = 'building' WHERE id = 'd'"))
+        c.execute(delete(FeaturePageRow.__table__))
+    assert fill_feature_pages(engine) == 0  # not ready: not rendered
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(FeaturePageRow)).scalar_one() == 0
+    engine.dispose()
+
+
+def test_reader_serves_stored_gzip_and_renders_live_without_pages(tmp_path, model, contexts):
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],
+                           contexts, PrecomputeConfig(**FAST))
+    live = _live(url, "d", 2)
+    reader = StoreReader.from_url(url)
+    body, is_gzip = reader.get_feature_page("d", 2, accept_gzip=True)
+    assert is_gzip and gzip.decompress(body) == live
+    assert reader.get_feature_page("d", 2, accept_gzip=False) == (live, False)
+    reader.close()
+    # a store written before pages existed (no table): rendered live, same bytes
+    engine = create_store_engine(url)
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE feature_pages"))
+    engine.dispose()
+    reader = StoreReader.from_url(url)
+    assert reader.get_feature_page("d", 2, accept_gzip=True) == (live, False)
+    reader.close()
+
+
+@pytest.mark.postgres
+def test_pages_on_postgresql(pg_url, model, contexts):
+    precompute_and_publish(pg_url, model, ModelInfo(id="tiny"), [DictionaryEntry("a", make_sae(32, 4, HOOK, 1))],
+                           contexts, PrecomputeConfig(**FAST))
+    precompute_and_publish(pg_url, model, ModelInfo(id="tiny"), [DictionaryEntry("b", make_sae(32, 3, HOOK, 2))],
+                           contexts, PrecomputeConfig(**FAST))
+    _assert_pages_are_current(pg_url, {"a": 4, "b": 3})
+    reader = StoreReader.from_url(pg_url)
+    body, is_gzip = reader.get_feature_page("a", 1, accept_gzip=True)
+    assert is_gzip and gzip.decompress(body) == _live(pg_url, "a", 1)
+    reader.close()
