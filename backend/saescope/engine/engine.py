@@ -116,6 +116,9 @@ class Engine:
         if tokenizer is None:
             raise ConfigError("the model has no tokenizer: load it with saescope.lm.loading.load_lm")
         self.tokenizer = tokenizer
+        # a fast (Rust) tokenizer's own encoder gives the same ids as `tokenizer(text, add_special_tokens=False)`
+        # without the Python wrapper's padding/truncation/BatchEncoding work (most of a 128-token call)
+        self._rust_tokenizer = getattr(tokenizer, "_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self.bos_id = int(bos_token_id(tokenizer))
 
     # ------------------------------------------------------------------ construction
@@ -183,7 +186,10 @@ class Engine:
         """
         if not text or not text.strip():
             raise InputError("text is empty: paste some text", field=field)
-        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if self._rust_tokenizer is not None:
+            ids = self._rust_tokenizer.encode(text, add_special_tokens=False).ids
+        else:
+            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if not ids:
             raise InputError("text produced no tokens: paste some text", field=field)
         ids = [self.bos_id] + [int(t) for t in ids]
@@ -293,19 +299,16 @@ class Engine:
         for dictionary_id in dictionary_ids:
             f_all = acts[dictionary_id]  # [batch, width, d_sae]
             k = min(top_k, f_all.shape[-1])
-            values_all, indices_all = torch.topk(f_all, k, dim=-1)
+            values_all, indices_all = torch.topk(f_all, k, dim=-1)  # sorted, largest first
             totals_all = f_all.sum(dim=-1).cpu().tolist()
-            l0_all = (f_all > 0).sum(dim=-1).cpu().tolist()
+            l0_all = (f_all > 0).sum(dim=-1).cpu().tolist()  # baselines (PCA, neurons) can be negative
+            n_pos_all = (values_all > 0).sum(dim=-1).cpu().tolist()  # firing ones lead each sorted row
             values_all, indices_all = values_all.cpu().tolist(), indices_all.cpu().tolist()
             for b, n in enumerate(lengths):
-                per_idx, per_val = [], []
-                for vs, ix in zip(values_all[b][:n], indices_all[b][:n]):
-                    keep = [(i, v) for i, v in zip(ix, vs) if v > 0]
-                    per_idx.append([i for i, _ in keep])
-                    per_val.append([v for _, v in keep])
-                results[b][dictionary_id] = TopFeatures(
-                    per_idx, per_val, totals_all[b][:n], [int(x) for x in l0_all[b][:n]]
-                )
+                n_pos = n_pos_all[b]
+                per_idx = [ix[:m] if m < k else ix for ix, m in zip(indices_all[b][:n], n_pos[:n])]
+                per_val = [vs[:m] if m < k else vs for vs, m in zip(values_all[b][:n], n_pos[:n])]
+                results[b][dictionary_id] = TopFeatures(per_idx, per_val, totals_all[b][:n], l0_all[b][:n])
         return results
 
     # ------------------------------------------------------------------ interventions

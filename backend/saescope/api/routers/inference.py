@@ -35,7 +35,7 @@ def resolve_dictionaries(state: AppState, ids: list[str], field: str) -> list[di
     out = []
     for i, dictionary_id in enumerate(ids):
         try:
-            out.append(state.reader.get_dictionary(dictionary_id))
+            out.append(state.reader.get_dictionary_brief(dictionary_id))
         except NotFoundError as exc:
             exc.field = f"{field}.{i}" if field.endswith("dictionaries") else field  # type: ignore[attr-defined]
             raise
