@@ -119,3 +119,28 @@ def test_pages_on_postgresql(pg_url, model, contexts):
     body, is_gzip = reader.get_feature_page("a", 1, accept_gzip=True)
     assert is_gzip and gzip.decompress(body) == _live(pg_url, "a", 1)
     reader.close()
+
+
+def test_dictionary_brief_is_cached_for_at_most_its_ttl(tmp_path, model, contexts, monkeypatch):
+    """Live requests see a re-published dictionary (new created_at) once the brief's TTL has passed."""
+    import saescope.store.reader as reader_module
+    from saescope.errors import NotFoundError
+
+    now = [1000.0]
+    monkeypatch.setattr(reader_module.time, "monotonic", lambda: now[0])
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],
+                           contexts, PrecomputeConfig(**FAST))
+    reader = StoreReader.from_url(url)
+    first = reader.get_dictionary_brief("d")
+    assert first["d_sae"] == 4 and first["hook_name"] == HOOK and first["created_at"].tzinfo is not None
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 6, HOOK, 2))],
+                           contexts, PrecomputeConfig(**FAST))
+    now[0] += reader_module.BRIEF_TTL_S / 2
+    assert reader.get_dictionary_brief("d") == first  # within the TTL: the cached brief
+    now[0] += reader_module.BRIEF_TTL_S
+    second = reader.get_dictionary_brief("d")
+    assert second["d_sae"] == 6 and second["created_at"] > first["created_at"]
+    with pytest.raises(NotFoundError):
+        reader.get_dictionary_brief("missing")
+    reader.close()

@@ -20,6 +20,7 @@ import json
 import math
 from datetime import datetime, timezone
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,7 @@ SortKey = Literal["index", "density", "max_activation", "score"]
 SortOrder = Literal["asc", "desc"]
 
 _READY = "ready"
+BRIEF_TTL_S = 1.0  # how stale a live request's view of a dictionary's identity and weights may be
 _FRAGMENT_CACHE_SIZE = 20_000  # token-string fragments of contexts (~1-3 kB each)
 
 
@@ -257,7 +259,8 @@ class StoreReader:
 
     Caches only what cannot change while the store is served: a model's vocabulary, feature labels
     keyed by the dictionary's publication time, and token-string JSON of contexts keyed by their
-    token ids (bounded).
+    token ids (bounded); and, for at most `BRIEF_TTL_S`, the brief of a dictionary that live
+    requests look up.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -268,6 +271,7 @@ class StoreReader:
         self._q = _build_statements()
         self._labels_cache: dict[tuple[str, str], list[str]] = {}
         self._fragments: dict[tuple[str, str], str] = {}
+        self._briefs: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (monotonic time, brief)
         # stores written before pre-rendered pages existed have no such table: always render live
         self._has_pages_table = inspect(engine).has_table(FeaturePageRow.__tablename__)
 
@@ -339,12 +343,24 @@ class StoreReader:
 
     def get_dictionary_brief(self, dictionary_id: str) -> dict[str, Any]:
         """What live model work needs of a ready dictionary (id, model_id, hook_name, d_sae,
-        weights_path, created_at), without decoding its JSON columns; NotFoundError otherwise."""
+        weights_path, created_at), without decoding its JSON columns; NotFoundError otherwise.
+
+        Answers from a cache at most `BRIEF_TTL_S` old (every live request looks its dictionaries
+        up): a re-published or removed dictionary reaches live endpoints within that time."""
+        now = time.monotonic()
+        cached = self._briefs.get(dictionary_id)
+        if cached is not None and now - cached[0] < BRIEF_TTL_S:
+            return dict(cached[1])
         with self.engine.connect() as conn:
             row = conn.execute(self._q["brief"], {"dictionary_id": dictionary_id}).mappings().first()
         if row is None:
+            self._briefs.pop(dictionary_id, None)
             raise NotFoundError(f"dictionary {dictionary_id!r} not found (or not ready)")
-        return {**row, "created_at": _aware(row["created_at"])}
+        brief = {**row, "created_at": _aware(row["created_at"])}
+        if len(self._briefs) >= 1024:
+            self._briefs.clear()
+        self._briefs[dictionary_id] = (now, brief)
+        return dict(brief)
 
     # ------------------------------------------------------------------ features
 
