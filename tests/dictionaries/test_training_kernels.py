@@ -72,8 +72,12 @@ def _aux_reference(r: dict[str, Tensor], pre: Tensor, x: Tensor, f: Tensor, dead
     return scale * (fa @ r["W_dec"] - residual).pow(2).sum(-1).mean()
 
 
+@pytest.mark.parametrize("aux_path", ["dense", "sparse"])
+@pytest.mark.parametrize("block_bytes", [2**30, 1500])  # one block, and row blocks of ~8 rows
 @pytest.mark.parametrize("n_dead", [0, 5, 30])
-def test_topk_step_with_auxk_matches_autograd(n_dead: int) -> None:
+def test_topk_step_with_auxk_matches_autograd(n_dead: int, block_bytes: int, aux_path: str, monkeypatch) -> None:
+    monkeypatch.setattr(K, "ENCODE_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(K, "AUX_DENSE_FACTOR", 4 if aux_path == "dense" else 0)
     p, x, k, aux_k, coef = _params(), _x(), 6, 12, 0.5
     dead = torch.zeros(S, dtype=torch.bool)
     dead[torch.randperm(S, generator=torch.Generator().manual_seed(3))[:n_dead]] = True
@@ -133,3 +137,15 @@ def test_batchtopk_candidate_fast_path_matches_the_full_selection() -> None:
     pre[0] = 100.0 + torch.rand(512, generator=g)
     rows, cols, _ = K._batch_topk_entries(pre, 8)
     assert int((rows == 0).sum()) == 512
+
+
+@pytest.mark.parametrize(("rows", "cols", "k", "group"), [(64, 4096, 32, 8), (33, 48, 6, 4), (7, 40, 3, 8), (5, 30, 4, 8)])
+def test_two_stage_topk_rows_equals_torch_topk(rows: int, cols: int, k: int, group: int) -> None:
+    """Same values as torch.topk (ties included: integer-valued rows), columns pointing at them."""
+    g = torch.Generator().manual_seed(rows)
+    for pre in (torch.randn(rows, cols, generator=g), torch.randint(0, 5, (rows, cols), generator=g).float()):
+        values, columns = K.topk_rows(pre, k, group)
+        expected = pre.topk(k, dim=1).values
+        torch.testing.assert_close(values.sort(1, descending=True).values, expected, rtol=0, atol=0)
+        torch.testing.assert_close(pre.gather(1, columns), values, rtol=0, atol=0)
+        assert all(len(set(r)) == k for r in columns.tolist())  # k distinct columns per row

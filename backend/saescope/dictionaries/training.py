@@ -469,7 +469,7 @@ class SAETrainer:
         if unit:
             # remove the radial component of the decoder gradient (rows stay on the unit sphere)
             gW = p.W_dec.grad
-            gW.sub_(p.W_dec * (gW * p.W_dec).sum(1, keepdim=True))
+            gW.addcmul_(p.W_dec, torch.linalg.vecdot(gW, p.W_dec, dim=1).unsqueeze(1), value=-1.0)
         lr = self.current_lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -520,7 +520,7 @@ class SAETrainer:
     def _record(self, stats: K.StepStats, x: Tensor, x_var_sum: Tensor | None, coef: float, lr: float) -> None:
         B = x.shape[0]
         if x_var_sum is None:
-            x_var_sum = (x - x.mean(0)).pow(2).sum()
+            x_var_sum = torch.var(x, dim=0, correction=0).sum() * B  # one pass, no [B, d] temporaries
         vals = {
             "loss": stats.loss,
             "mse": stats.mse,
