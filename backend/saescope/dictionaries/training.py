@@ -520,7 +520,8 @@ class SAETrainer:
     def _record(self, stats: K.StepStats, x: Tensor, x_var_sum: Tensor | None, coef: float, lr: float) -> None:
         B = x.shape[0]
         if x_var_sum is None:
-            x_var_sum = torch.var(x, dim=0, correction=0).sum() * B  # one pass, no [B, d] temporaries
+            flat = x.reshape(-1)  # sum of squares minus B |mean|^2: two fast passes, no [B, d] temporaries
+            x_var_sum = torch.dot(flat, flat) - B * x.mean(0).pow(2).sum()
         vals = {
             "loss": stats.loss,
             "mse": stats.mse,

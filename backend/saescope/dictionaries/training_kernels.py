@@ -297,7 +297,9 @@ def topk_rows(pre: Tensor, k: int, group: int = TOPK_GROUP) -> tuple[Tensor, Ten
         return pre.topk(k, dim=1, sorted=False)
     group_max = F.max_pool1d(pre.unsqueeze(0), group).squeeze(0)  # [R, S / group]
     _, groups = group_max.topk(k, dim=1, sorted=False)  # [R, k]
-    candidates = torch.gather(pre.view(R, S // group, group), 1, groups.unsqueeze(-1).expand(R, k, group))
+    # each chosen group is `group` contiguous floats: copy them as rows of a [R * S / group, group] view
+    flat = groups + torch.arange(R, device=pre.device).unsqueeze(1) * (S // group)
+    candidates = pre.reshape(R * (S // group), group).index_select(0, flat.view(-1))  # [R * k, group]
     values, local = candidates.view(R, k * group).topk(k, dim=1, sorted=False)
     columns = groups.gather(1, local // group).mul_(group).add_(local % group)
     return values, columns
