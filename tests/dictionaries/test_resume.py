@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,8 @@ from safetensors.torch import load_file
 
 from saescope.dictionaries.training import SAETrainingConfig
 from saescope.dictionaries.training_file import CHECKPOINT_DIR, CHECKPOINT_FILE, train_sae_from_file
+
+from process_helpers import kill_once_file_exists
 
 CHILD = r"""
 import sys, time
@@ -54,11 +54,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path, architecture: s
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(data), str(resumed), cfg.model_dump_json(), str(every)], env=env
     )
-    deadline = time.monotonic() + 60
-    while not ckpt.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    kill_once_file_exists(child, ckpt)
     assert ckpt.exists(), "the child should have written a checkpoint before being killed"
     assert not (resumed / "cfg.json").exists(), "the child was killed before it finished"
     step = torch.load(ckpt, weights_only=False)["step"]

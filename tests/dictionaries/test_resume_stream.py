@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,8 @@ from saescope.lm.loading import load_lm
 HOOK = "blocks.0.mlp.hook_post"
 CHUNK_TOKENS = 310  # 10 contexts of 31 tokens (n_ctx 32 minus BOS); not a multiple of the batch size
 CHECKPOINT_EVERY = 1_500
+
+from process_helpers import kill_once_file_exists
 
 CHILD = r"""
 import json, sys, time
@@ -84,11 +84,7 @@ def test_a_killed_stream_training_resumes_to_identical_weights_without_rerunning
         [sys.executable, "-c", CHILD, str(tiny_lm_dir), str(tmp_path / "tokens.npy"), str(folder), json.dumps(spec)],
         env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
-    deadline = time.monotonic() + 60
-    while not ckpt.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    kill_once_file_exists(child, ckpt)
     assert ckpt.exists(), "the child should have written a checkpoint before being killed"
     saved = torch.load(ckpt, weights_only=False)
     assert 0 < saved["tokens"] < 12_288 and len(saved["trainers"]) == 2

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,9 @@ pytestmark = pytest.mark.slow
 CONFIG = dict(sae_tokens=30_000, sae_shuffle_buffer_tokens=2_048, sae_checkpoint_every_tokens=4_096)
 
 # The child builds the atlas with every SAE step slowed down, so it is killed mid-training.
+
+from process_helpers import kill_once_file_exists
+
 CHILD = r"""
 import json, sys, time
 import torch
@@ -59,11 +60,7 @@ def test_a_demo_build_killed_during_sae_training_resumes_the_sweep(
     ckpt = AtlasLayout(root=atlas).sae_checkpoint_dir / CHECKPOINT_FILE
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(atlas), json.dumps(CONFIG)],
                              env=dict(os.environ, OMP_NUM_THREADS="1"), stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    kill_once_file_exists(child, ckpt, timeout_s=120)
     assert ckpt.exists(), "the child should have checkpointed the SAE sweep before being killed"
     tokens = torch.load(ckpt, weights_only=False)["tokens"]
     assert 0 < tokens < CONFIG["sae_tokens"]

@@ -713,6 +713,13 @@ def train_saes(
         trainer.calibrate_encoder(sample * scale)
         trainers.append(trainer)
     run_trainers(trainers, iter(stream), progress=progress)
+    return training_results(trainers, metadata)
+
+
+def training_results(
+    trainers: Sequence[SAETrainer], metadata: DictionaryMetadata, resumed_from_tokens: int = 0
+) -> list[TrainingResult]:
+    """One TrainingResult per finished trainer (its dictionary, history and density)."""
     return [
         TrainingResult(
             dictionary=t.to_dictionary(metadata),
@@ -720,6 +727,7 @@ def train_saes(
             log10_density=t.log10_density(),
             config=t.config,
             normalization_scale=t.scale,
+            resumed_from_tokens=resumed_from_tokens,
         )
         for t in trainers
     ]

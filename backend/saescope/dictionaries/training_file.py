@@ -32,6 +32,7 @@ from saescope.dictionaries.training import (
     TrainingResult,
     init_statistics,
     run_trainers,
+    training_results,
 )
 from saescope.dictionaries.training_checkpoint import (  # CHECKPOINT_FILE re-exported for callers
     CHECKPOINT_DIR,
@@ -311,15 +312,8 @@ def train_saes_from_file(
 
     if metadata is None:
         metadata = DictionaryMetadata(dataset_path=str(matrix.path))
-    results = []
-    for trainer, out in zip(trainers, out_dirs):
-        result = TrainingResult(
-            dictionary=trainer.to_dictionary(metadata),
-            history=trainer.history,
-            log10_density=trainer.log10_density(),
-            config=trainer.config,
-            normalization_scale=trainer.scale,
-        )
+    results = training_results(trainers, metadata)
+    for trainer, result, out in zip(trainers, results, out_dirs):
         save_dictionary(result.dictionary, out, log10_sparsity=result.log10_density)
         (out / HISTORY_FILE).write_text(json.dumps(result.history, indent=1))
         (out / TRAINING_CONFIG_FILE).write_text(
@@ -332,7 +326,6 @@ def train_saes_from_file(
                 indent=2,
             )
         )
-        results.append(result)
     if not keep_checkpoint:
         remove_checkpoint(ckpt_dir)
     return results

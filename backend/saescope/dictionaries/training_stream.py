@@ -29,6 +29,7 @@ from saescope.dictionaries.training import (
     _check_sweep,
     init_statistics,
     run_trainers,
+    training_results,
 )
 from saescope.dictionaries.training_checkpoint import (
     interrupted,
@@ -222,14 +223,4 @@ def train_saes_from_chunks(
             save_checkpoint(folder, trainers, data, stream.position())
         else:
             remove_checkpoint(folder)
-    return [
-        TrainingResult(
-            dictionary=t.to_dictionary(metadata),
-            history=t.history,
-            log10_density=t.log10_density(),
-            config=t.config,
-            normalization_scale=t.scale,
-            resumed_from_tokens=resumed_from,
-        )
-        for t in trainers
-    ]
+    return training_results(trainers, metadata, resumed_from)
