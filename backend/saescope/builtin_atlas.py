@@ -396,7 +396,7 @@ def build_builtin_atlas(
             config=config.precompute.model_copy(update={"device": str(torch_device)}),
             work_dir=layout.work_dir / "precompute",
         )
-    else:
+    elif config.precompute.feature_pages:
         _fill_missing_pages(store_url)  # a store from an interrupted publish or an older saescope
     seconds["precompute"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start

@@ -144,3 +144,13 @@ def test_dictionary_brief_is_cached_for_at_most_its_ttl(tmp_path, model, context
     with pytest.raises(NotFoundError):
         reader.get_dictionary_brief("missing")
     reader.close()
+
+
+def test_pages_can_be_turned_off_and_are_then_rendered_live(tmp_path, model, contexts):
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],
+                           contexts, PrecomputeConfig(**{**FAST, "feature_pages": False}))
+    assert _stored_pages(url) == {}
+    reader = StoreReader.from_url(url)
+    assert reader.get_feature_page("d", 3, accept_gzip=True) == (_live(url, "d", 3), False)
+    reader.close()

@@ -47,4 +47,10 @@ class PrecomputeConfig(BaseModel):
     top_tokens: int = Field(10, ge=1, le=50, description="Tokens written to the searchable top_tokens.")
     activation_decimals: int = Field(4, ge=1, le=8, description="Decimals kept for stored activations.")
     seed: int = Field(0, description="Seed of the reservoir sampling keys and UMAP.")
+    feature_pages: bool = Field(
+        True,
+        description="Pre-render each feature's page (record and examples, gzip, ~30 KB a feature with the "
+        "default examples) into the store at publish, so the server answers it with one indexed read; "
+        "off: smaller store, pages rendered live.",
+    )
     progress: bool = Field(True, description="Show tqdm progress bars.")

@@ -232,7 +232,8 @@ def _precompute_and_publish(
                                     vocab, config, atlas_root, others)
     timings["store"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fill_feature_pages(engine, progress=config.progress)  # the new dictionaries' and the refreshed others'
+    if config.feature_pages:  # the new dictionaries' pages and those of the refreshed others
+        fill_feature_pages(engine, progress=config.progress)
     timings["pages"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     if work_dir is not None:
