@@ -12,14 +12,16 @@ Measured in one run:
   server), median of repeated runs before and after the server runs (the lower is used); also
   `Engine.top_features` called directly (no HTTP).
 - the server (a subprocess: `uvicorn` serving `create_app`): p50/p99 latency and requests/s of
-  GET feature detail, GET examples, the two together as one feature page, and POST
-  /inference/activations on 128-token texts, at 1 and 32 concurrent clients (aiohttp), bounded
-  request counts.
+  GET health, GET feature detail, GET examples, detail + examples fetched together (two requests on
+  two connections), GET .../page (the one-request feature page the dashboard loads) plain and with
+  `Accept-Encoding: gzip` (as browsers send), and POST /inference/activations on 128-token texts, at
+  1 and 32 concurrent clients, each client on its own keep-alive connections (a minimal HTTP/1.1
+  client on uvloop, see `run_load`). Features are requested in a random order without repeats.
 Targets: feature page p99 < 25 ms at 32 clients on SQLite; live inference p50 within 1.5x of the raw
 forward at 1 client.
 
     .venv/bin/python benchmarks/bench_api.py            # ~2-4 min the first time (builds the atlas)
-    .venv/bin/python benchmarks/bench_api.py --requests 300 --clients 1 32
+    .venv/bin/python benchmarks/bench_api.py --requests 2000 --clients 1 32 --only page inference
 """
 
 from __future__ import annotations
