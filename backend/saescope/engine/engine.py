@@ -9,7 +9,7 @@ system beyond loading the model and dictionary weights it is given, and knows no
 
 Conventions shared with the precompute: position 0 is BOS; feature activations at BOS are reported
 as 0 and interventions never modify position 0. Every public method takes `self.lock`, so one Engine
-may be shared by threads; model work runs under `torch.no_grad()`.
+may be shared by threads; model work runs under `torch.inference_mode()` (no autograd bookkeeping per op).
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ class Engine:
 
         `token_ids` is `[pos]` or `[batch, pos]` including BOS at position 0; position 0 is zeroed.
         """
-        with self.lock, torch.no_grad():
+        with self.lock, torch.inference_mode():
             loaded = [self.dictionary(d) for d in dictionary_ids]
             tokens = self._as_batch(token_ids)
             out: dict[str, Tensor] = {}
@@ -368,7 +368,7 @@ class Engine:
         """
         if n_tokens < 1:
             raise InputError("n_tokens must be at least 1", field="n_tokens")
-        with self.lock, torch.no_grad():
+        with self.lock, torch.inference_mode():
             hooks = self._intervention_hooks(interventions, rows=slice(1, 2))
             prompt = self._as_batch(prompt_ids)[0]
             sequences = prompt.unsqueeze(0).repeat(2, 1)  # [2, pos]: row 0 default, row 1 steered
@@ -402,7 +402,7 @@ class Engine:
         """
         entry = self.dictionary(dictionary_id)
         self._check_index(entry, index)
-        with self.lock, torch.no_grad():
+        with self.lock, torch.inference_mode():
             tokens = self._as_batch(token_ids)[:1]
             captured: dict[str, Tensor] = {}
 
