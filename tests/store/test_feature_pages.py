@@ -105,6 +105,17 @@ def test_reader_serves_stored_gzip_and_renders_live_without_pages(tmp_path, mode
     engine.dispose()
     reader = StoreReader.from_url(url)
     assert reader.get_feature_page("d", 2, accept_gzip=True) == (live, False)
+    # a publish (or demo run) while it is served adds the table and the pages: used once looked for again
+    from saescope.store.engine_factory import init_schema
+
+    engine = create_store_engine(url)
+    init_schema(engine)
+    assert fill_feature_pages(engine) == 4
+    engine.dispose()
+    assert reader.get_feature_page("d", 2, accept_gzip=True) == (live, False)  # not looked for yet
+    reader._pages_table_seen_at -= 60.0  # as if PAGES_TABLE_RECHECK_S had passed
+    body, is_gzip = reader.get_feature_page("d", 2, accept_gzip=True)
+    assert is_gzip and gzip.decompress(body) == live
     reader.close()
 
 

@@ -46,6 +46,7 @@ SortKey = Literal["index", "density", "max_activation", "score"]
 SortOrder = Literal["asc", "desc"]
 
 _READY = "ready"
+PAGES_TABLE_RECHECK_S = 30.0
 BRIEF_TTL_S = 1.0  # how stale a live request's view of a dictionary's identity and weights may be
 _FRAGMENT_CACHE_SIZE = 20_000  # token-string fragments of contexts (~1-3 kB each)
 
@@ -272,8 +273,8 @@ class StoreReader:
         self._labels_cache: dict[tuple[str, str], list[str]] = {}
         self._fragments: dict[tuple[str, str], str] = {}
         self._briefs: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (monotonic time, brief)
-        # stores written before pre-rendered pages existed have no such table: always render live
-        self._has_pages_table = inspect(engine).has_table(FeaturePageRow.__tablename__)
+        self._pages_table_seen_at: float | None = None  # monotonic time the pages table was last looked for
+        self._has_pages_table = False
 
     @classmethod
     def from_url(cls, url: str) -> StoreReader:
@@ -515,13 +516,25 @@ class StoreReader:
     def get_feature_page(self, dictionary_id: str, index: int, accept_gzip: bool) -> tuple[bytes, bool]:
         """(body, is_gzip) of one feature's page: the stored gzip page when there is one (sent as it
         is when `accept_gzip`, else decompressed), else rendered live (not compressed)."""
-        if self._has_pages_table:
+        if self._pages_table_exists():
             with self.engine.connect() as conn:
                 stored = conn.execute(self._q["page"], {"dictionary_id": dictionary_id, "index": index}).scalar()
             if stored is not None:
                 stored = bytes(stored)
                 return (stored, True) if accept_gzip else (gzip.decompress(stored), False)
         return self.feature_page_json(dictionary_id, index), False
+
+    def _pages_table_exists(self) -> bool:
+        """Whether the store has the pre-rendered pages table (stores written before it existed do
+        not: their pages render live). Looked for again at most every `PAGES_TABLE_RECHECK_S` while
+        absent, so a store upgraded by a publish while served starts using it."""
+        if self._has_pages_table:
+            return True
+        now = time.monotonic()
+        if self._pages_table_seen_at is None or now - self._pages_table_seen_at >= PAGES_TABLE_RECHECK_S:
+            self._pages_table_seen_at = now
+            self._has_pages_table = inspect(self.engine).has_table(FeaturePageRow.__tablename__)
+        return self._has_pages_table
 
     def _example_rows(self, dictionary_id: str, index: int, group: str | None) -> list[Any]:
         """Example rows sorted by group then rank; JSON columns come back as their raw text."""
