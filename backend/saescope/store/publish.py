@@ -5,9 +5,9 @@ precompute (`saescope.analysis.precompute`), the per-dictionary analyses (logit 
 cross-dictionary matches, UMAP, labels), builds the model/context/dictionary/feature/example rows and
 hands them to `writer`, writing under status `building` and flipping every dictionary to `ready` in
 one final transaction, then pre-renders the feature pages (`store.pages`) of the new dictionaries
-and of the ready ones whose matches or map coordinates it changed. Also stores provenance (model, hook point, corpus, token count, seeds,
-saescope version, sha256 of `sae_weights.safetensors`) and detects stale dashboards
-(`stale_dictionaries`).
+and of the ready ones whose matches or map coordinates it changed. Also stores provenance (model,
+hook point, corpus, token count, seeds, saescope version, sha256 of `sae_weights.safetensors`) and
+detects stale dashboards (`stale_dictionaries`).
 """
 
 from __future__ import annotations
