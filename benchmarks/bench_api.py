@@ -9,8 +9,8 @@ of standard-library text, into SQLite.
 
 Measured in one run:
 - floor: the raw model + SAE forward for one 128-token text in this process (torch threads as the
-  server), median of repeated runs before and after the server runs (the lower is used); also
-  `Engine.top_features` called directly (no HTTP).
+  server), and `Engine.top_features` called directly (no HTTP): medians of runs interleaved, in ten
+  rounds, with the 1-client inference requests (so machine load drifts on both sides of the ratio).
 - the server (a subprocess: `uvicorn` serving `create_app`): p50/p99 latency and requests/s of
   GET health, GET feature detail, GET examples, detail + examples fetched together (two requests on
   two connections), GET .../page (the one-request feature page the dashboard loads) plain and with
@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,37 +120,45 @@ def texts_of_128_tokens(root: Path, n: int) -> list[str]:
     return out
 
 
-def measure_floor(root: Path, texts: list[str], repeats: int) -> dict[str, float]:
-    """Median seconds of the raw forward (model to the hook + SAE encode) and of Engine.top_features."""
-    from saescope.dictionaries.saelens_format import load_dictionary
-    from saescope.engine.engine import Engine
-    from saescope.lm.loading import load_lm
+class Floor:
+    """The in-process floor: the raw forward (model to the hook + SAE encode) and Engine.top_features
+    on the benchmark texts, timed in batches so they can be interleaved with server measurements."""
 
-    model = load_lm(root / "model", device="cpu")
-    sae = load_dictionary(root / "dictionaries" / DICT_ID)
-    engine = Engine(model, model_id="bench-1l")
-    engine.add_dictionary(DICT_ID, sae)
-    ids = [engine.tokenize(t) for t in texts]
-    tokens = [torch.tensor([i]) for i in ids]
+    def __init__(self, root: Path, texts: list[str]) -> None:
+        from saescope.dictionaries.saelens_format import load_dictionary
+        from saescope.engine.engine import Engine
+        from saescope.lm.loading import load_lm
 
-    def raw(t: torch.Tensor) -> torch.Tensor:
+        self.model = load_lm(root / "model", device="cpu")
+        self.sae = load_dictionary(root / "dictionaries" / DICT_ID)
+        self.engine = Engine(self.model, model_id="bench-1l")
+        self.engine.add_dictionary(DICT_ID, self.sae)
+        self.ids = [self.engine.tokenize(t) for t in texts]
+        self.tokens = [torch.tensor([i]) for i in self.ids]
+        self.raw_times: list[float] = []
+        self.engine_times: list[float] = []
+        self.run(3, record=False)  # warm-up
+
+    def _raw(self, t: torch.Tensor) -> torch.Tensor:
         captured = []
-        with torch.no_grad(), model.hooks(fwd_hooks=[(HOOK, lambda a, hook: captured.append(a))]):
-            model(t, stop_at_layer=1)
-            return sae.encode(captured[0])
+        with torch.no_grad(), self.model.hooks(fwd_hooks=[(HOOK, lambda a, hook: captured.append(a))]):
+            self.model(t, stop_at_layer=1)
+            return self.sae.encode(captured[0])
 
-    raw_times, engine_times = [], []
-    for r in range(repeats + 3):
-        t = tokens[r % len(tokens)]
-        t0 = time.perf_counter()
-        raw(t)
-        t1 = time.perf_counter()
-        engine.top_features(ids[r % len(ids)], [DICT_ID], 5)
-        t2 = time.perf_counter()
-        if r >= 3:
-            raw_times.append(t1 - t0)
-            engine_times.append(t2 - t1)
-    return {"raw_forward": statistics.median(raw_times), "engine_direct": statistics.median(engine_times)}
+    def run(self, repeats: int, record: bool = True) -> None:
+        for r in range(repeats):
+            i = (len(self.raw_times) + r) % len(self.tokens)
+            t0 = time.perf_counter()
+            self._raw(self.tokens[i])
+            t1 = time.perf_counter()
+            self.engine.top_features(self.ids[i], [DICT_ID], 5)
+            t2 = time.perf_counter()
+            if record:
+                self.raw_times.append(t1 - t0)
+                self.engine_times.append(t2 - t1)
+
+    def medians(self) -> dict[str, float]:
+        return {"raw_forward": statistics.median(self.raw_times), "engine_direct": statistics.median(self.engine_times)}
 
 
 LAUNCHER = """
@@ -228,6 +237,10 @@ async def run_load(port: int, make_requests, n_requests: int, clients: int) -> d
     t0 = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(clients)))
     wall = time.perf_counter() - t0
+    return summarise(latencies, wall, errors)
+
+
+def summarise(latencies: list[float], wall: float, errors: int) -> dict[str, Any]:
     lat = np.array(latencies) * 1000
     return {
         "p50_ms": float(np.percentile(lat, 50)),
@@ -235,6 +248,8 @@ async def run_load(port: int, make_requests, n_requests: int, clients: int) -> d
         "rps": len(latencies) / wall,
         "errors": errors,
         "n": len(latencies),
+        "latencies": latencies,
+        "wall": wall,
     }
 
 
@@ -264,7 +279,9 @@ def main() -> None:
 
     root = build_atlas(args.work, args.d_sae, args.contexts)
     texts = texts_of_128_tokens(root, 16)
-    floor = measure_floor(root, texts, repeats=50)
+    floor = Floor(root, texts)
+    floor.run(50)
+    before = floor.medians()
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(root), str(port), str(args.threads), str(args.workers)])
@@ -305,31 +322,48 @@ def main() -> None:
             if args.only and not any(word in name for word in args.only):
                 continue
             n = args.inference_requests if name.startswith("inference") else args.requests
-            results[name] = {c: run(run_load(port, make, n, c)) for c in args.clients}
+            results[name] = {}
+            for c in args.clients:
+                if name.startswith("inference") and c == 1:
+                    # interleave with the in-process floor (rounds of requests, then of raw forwards), so
+                    # drifting machine load weighs on both sides of the ratio alike
+                    rounds = 10
+                    parts = []
+                    floor.raw_times, floor.engine_times = [], []
+                    for _ in range(rounds):
+                        parts.append(run(run_load(port, make, max(1, n // rounds), 1)))
+                        floor.run(max(1, n // rounds))
+                    results[name][c] = summarise(
+                        [x for p in parts for x in p["latencies"]], sum(p["wall"] for p in parts),
+                        sum(p["errors"] for p in parts),
+                    )
+                else:
+                    results[name][c] = run(run_load(port, make, n, c))
     finally:
         server.terminate()
         server.wait(timeout=30)
-    after = measure_floor(root, texts, repeats=50)  # again, now that the server is gone: load drifts
-    floor = {k: min(floor[k], after[k]) for k in floor}
+    interleaved = floor.medians() if floor.raw_times else before
 
     load = os.getloadavg()[0]
     print(f"\natlas: d_sae {args.d_sae}, {args.contexts} contexts x 128 tokens, SQLite; torch threads {args.threads}; "
           f"{args.workers} uvicorn worker(s); machine {os.cpu_count()} cores, load average {load:.1f} at the end")
-    print(f"floor (in-process, 128 tokens): raw model+SAE forward {floor['raw_forward'] * 1000:.2f} ms; "
-          f"Engine.top_features {floor['engine_direct'] * 1000:.2f} ms")
+    print(f"floor (in-process, 128 tokens): raw model+SAE forward {interleaved['raw_forward'] * 1000:.2f} ms; "
+          f"Engine.top_features {interleaved['engine_direct'] * 1000:.2f} ms (medians, interleaved with the 1-client "
+          f"inference requests; before the server started: {before['raw_forward'] * 1000:.2f} / "
+          f"{before['engine_direct'] * 1000:.2f} ms)")
     print(f"\n{'endpoint':24s} {'clients':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>8s} {'errors':>6s}")
     for name, per in results.items():
         for c, r in per.items():
             print(f"{name:24s} {c:7d} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['rps']:8.1f} {r['errors']:6d}")
-    page32 = results["feature page, gzip"].get(32)
-    inf1 = results["inference 128 tok"].get(1)
+    page32 = results.get("feature page, gzip", {}).get(32)
+    inf1 = results.get("inference 128 tok", {}).get(1)
     print()
     if page32:
         print(f"feature page (one request, gzip as browsers ask) p99 at 32 clients: {page32['p99_ms']:.1f} ms "
               f"(target < 25 ms)")
     if inf1:
-        print(f"live inference p50 at 1 client / raw forward: {inf1['p50_ms'] / 1000 / floor['raw_forward']:.2f}x "
-              f"(target <= 1.5x); / Engine direct: {inf1['p50_ms'] / 1000 / floor['engine_direct']:.2f}x")
+        print(f"live inference p50 at 1 client / raw forward: {inf1['p50_ms'] / 1000 / interleaved['raw_forward']:.2f}x "
+              f"(target <= 1.5x); / Engine direct: {inf1['p50_ms'] / 1000 / interleaved['engine_direct']:.2f}x")
 
 
 if __name__ == "__main__":
