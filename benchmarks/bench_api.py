@@ -65,13 +65,9 @@ def build_atlas(work: Path, d_sae: int, n_contexts: int, density: float = 0.02) 
     marker = root / "bench_ready.json"
     spec = {"d_sae": d_sae, "contexts": n_contexts}
     if marker.is_file() and json.loads(marker.read_text()) == spec:
-        from saescope.store.engine_factory import create_store_engine, init_schema
-        from saescope.store.pages import fill_feature_pages
+        from saescope.store.pages import ensure_feature_pages
 
-        engine = create_store_engine(layout.sqlite_url)  # an atlas from before pre-rendered pages
-        init_schema(engine)
-        fill_feature_pages(engine, progress=True)
-        engine.dispose()
+        ensure_feature_pages(layout.sqlite_url, progress=True)  # an atlas from before pre-rendered pages
         return root
     if root.exists():
         import shutil

@@ -397,7 +397,9 @@ def build_builtin_atlas(
             work_dir=layout.work_dir / "precompute",
         )
     elif config.precompute.feature_pages:
-        _fill_missing_pages(store_url)  # a store from an interrupted publish or an older saescope
+        from saescope.store.pages import ensure_feature_pages
+
+        ensure_feature_pages(store_url, progress=True)  # after an interrupted publish, or an older store
     seconds["precompute"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
 
@@ -455,19 +457,6 @@ def _dictionary_entries(
             )
         )
     return entries
-
-
-def _fill_missing_pages(store_url: str) -> int:
-    """Pre-render any feature page the store lacks (a no-op, one query per dictionary, when complete)."""
-    from saescope.store.engine_factory import create_store_engine, init_schema
-    from saescope.store.pages import fill_feature_pages
-
-    engine = create_store_engine(store_url)
-    try:
-        init_schema(engine)  # adds the pages table to a store written before it existed
-        return fill_feature_pages(engine, progress=True)
-    finally:
-        engine.dispose()
 
 
 def store_is_current(store_url: str, atlas_root: Path, dictionary_ids: list[str]) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from saescope.errors import ConfigError
 from saescope.store.schema import SCHEMA_VERSION, Base, MetaRow
@@ -24,6 +24,15 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def parse_store_url(url: str) -> tuple[str, URL]:
+    """(normalised URL, parsed URL) of a store URL; ConfigError when it is not a database URL."""
+    url = normalise_url(str(url))
+    try:
+        return url, make_url(url)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError
+        raise ConfigError(f"not a database URL: {url!r}; use sqlite:///PATH or postgresql+psycopg://...") from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
@@ -43,11 +52,7 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
     SQLite: creates the parent folder, turns on WAL, foreign keys and a 30 s busy timeout.
     Raises ConfigError for URLs of other databases.
     """
-    url = normalise_url(str(url))
-    try:
-        parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError
-        raise ConfigError(f"not a database URL: {url!r}; use sqlite:///PATH or postgresql+psycopg://...") from exc
+    url, parsed = parse_store_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         db = parsed.database

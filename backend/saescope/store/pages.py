@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, exists, insert, select
 from tqdm import tqdm
 
+from saescope.store.engine_factory import create_store_engine, init_schema
 from saescope.store.reader import StoreReader
 from saescope.store.schema import DictionaryRow, FeaturePageRow, FeatureRow
 
@@ -27,6 +28,17 @@ PAGES_PER_TRANSACTION = 256
 def compress_page(body: bytes) -> bytes:
     """The stored form of a rendered page (gzip without a timestamp: same input, same bytes)."""
     return gzip.compress(body, PAGE_GZIP_LEVEL, mtime=0)
+
+
+def ensure_feature_pages(store_url: str, progress: bool = False) -> int:
+    """Give the store at `store_url` every page it lacks (adding the pages table to a store written
+    before it existed); a no-op costing one query per dictionary when complete. Returns pages written."""
+    engine = create_store_engine(store_url)
+    try:
+        init_schema(engine)
+        return fill_feature_pages(engine, progress=progress)
+    finally:
+        engine.dispose()
 
 
 def missing_pages(engine: Engine, dictionary_ids: Sequence[str] | None = None) -> dict[str, list[int]]:

@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from saescope.errors import ConfigError, NotFoundError
-from saescope.store.engine_factory import normalise_url
+from saescope.store.engine_factory import parse_store_url
 from saescope.store.schema import (
     ContextRow,
     DictionaryRow,
@@ -57,11 +57,7 @@ def readonly_engine_url(url: str) -> tuple[str, dict[str, Any]]:
     SQLite files become `sqlite:///file:PATH?mode=ro&uri=true`; PostgreSQL gets
     `default_transaction_read_only=on` as a connection option.
     """
-    url = normalise_url(str(url))
-    try:
-        parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError
-        raise ConfigError(f"not a database URL: {url!r}; use sqlite:///PATH or postgresql+psycopg://...") from exc
+    url, parsed = parse_store_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""

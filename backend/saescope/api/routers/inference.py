@@ -42,6 +42,14 @@ def resolve_dictionaries(state: AppState, ids: list[str], field: str) -> list[di
     return out
 
 
+def resolve_feature(state: AppState, dictionary_id: str, index: int, field: str, index_field: str) -> dict[str, Any]:
+    """The brief of the ready dictionary `dictionary_id`, after checking it has feature `index`
+    (404s name `field` or `index_field`)."""
+    [info] = resolve_dictionaries(state, [dictionary_id], field)
+    check_index(info, index, index_field)
+    return info
+
+
 def check_index(info: dict[str, Any], index: int, field: str) -> None:
     if index >= int(info["d_sae"]):
         err = NotFoundError(
@@ -135,8 +143,7 @@ async def inference_feature(
     state: State, request: schemas.FeatureActivationsRequest
 ) -> schemas.FeatureActivationsResponse:
     check_text(state, request.text, "body.text")
-    [info] = resolve_dictionaries(state, [request.dictionary], "body.dictionary")
-    check_index(info, request.index, "body.index")
+    info = resolve_feature(state, request.dictionary, request.index, "body.dictionary", "body.index")
 
     def work() -> schemas.FeatureActivationsResponse:
         engine = state.holder.engine_for([info])

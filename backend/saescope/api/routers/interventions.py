@@ -7,7 +7,7 @@ from fastapi import APIRouter
 
 from saescope.api import schemas
 from saescope.api.deps import AppState, State
-from saescope.api.routers.inference import _ERRORS, check_index, check_text, resolve_dictionaries
+from saescope.api.routers.inference import _ERRORS, check_text, resolve_feature
 from saescope.engine.engine import FeatureIntervention
 from saescope.errors import InputError
 
@@ -57,12 +57,11 @@ def _check_steer_limits(state: AppState, request: schemas.SteerRequest) -> None:
 )
 async def steer(state: State, request: schemas.SteerRequest) -> schemas.SteerResponse:
     _check_steer_limits(state, request)
-    ids = [iv.dictionary for iv in request.interventions]
-    infos = []
-    for i, dictionary_id in enumerate(ids):
-        [info] = resolve_dictionaries(state, [dictionary_id], f"body.interventions.{i}.dictionary")
-        check_index(info, request.interventions[i].index, f"body.interventions.{i}.index")
-        infos.append(info)
+    infos = [
+        resolve_feature(state, iv.dictionary, iv.index, f"body.interventions.{i}.dictionary",
+                        f"body.interventions.{i}.index")
+        for i, iv in enumerate(request.interventions)
+    ]
     unique = list({d["id"]: d for d in infos}.values())
 
     def work() -> schemas.SteerResponse:
@@ -96,8 +95,7 @@ async def steer(state: State, request: schemas.SteerRequest) -> schemas.SteerRes
 )
 async def ablate(state: State, request: schemas.AblateRequest) -> schemas.AblateResponse:
     check_text(state, request.text, "body.text")
-    [info] = resolve_dictionaries(state, [request.dictionary], "body.dictionary")
-    check_index(info, request.index, "body.index")
+    info = resolve_feature(state, request.dictionary, request.index, "body.dictionary", "body.index")
 
     def work() -> schemas.AblateResponse:
         engine = state.holder.engine_for([info])
