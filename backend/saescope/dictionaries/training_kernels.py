@@ -56,6 +56,7 @@ class SAEParameters(nn.Module):
         self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in), requires_grad=decoder_bias)
         self.threshold = nn.Parameter(torch.zeros(d_sae)) if threshold else None
+        self._workspaces: dict[str, Tensor] = {}  # scratch tensors (`workspace`), never saved
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -63,10 +64,9 @@ class SAEParameters(nn.Module):
     def workspace(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         """A scratch tensor kept between steps (not state: never saved). Reusing it spares the
         allocator a fresh mapping, and the kernel its page faults, for a tens-of-MB buffer per step."""
-        buffers = self.__dict__.setdefault("_workspaces", {})
-        buffer = buffers.get(name)
+        buffer = self._workspaces.get(name)
         if buffer is None or buffer.shape != torch.Size(shape) or buffer.dtype != dtype:
-            buffer = buffers[name] = torch.empty(shape, dtype=dtype, device=self.W_dec.device)
+            buffer = self._workspaces[name] = torch.empty(shape, dtype=dtype, device=self.W_dec.device)
         return buffer
 
 
