@@ -92,18 +92,58 @@ def test_generation_is_deterministic_for_a_seed_and_greedy_at_temperature_zero(e
     assert all(lp <= 0 for lp in greedy.logprobs)
 
 
+def _greedy_by_full_forwards(model, ids, n_tokens, n_ctx, hooks=()):
+    """Greedy continuation recomputing the whole (windowed) sequence each step, without a cache."""
+    seq, tokens, logprobs = list(ids), [], []
+    for _ in range(n_tokens):
+        window = seq if len(seq) <= n_ctx else seq[:1] + seq[-(n_ctx - 1) :]
+        with torch.inference_mode(), model.hooks(fwd_hooks=list(hooks)):
+            logits = model(torch.tensor([window]))[0, -1].float()
+        token = int(logits.argmax())
+        tokens.append(token)
+        logprobs.append(float(torch.log_softmax(logits, -1)[token]))
+        seq.append(token)
+    return tokens, logprobs
+
+
+def test_cached_generation_equals_full_forwards_inside_and_past_the_context(engine, tiny_lm):
+    n_ctx = int(tiny_lm.cfg.n_ctx)
+    ids = engine.tokenize("import os\n")
+    got, _ = engine.generate(ids, 6, 0.0, seed=0)
+    want_tokens, want_logprobs = _greedy_by_full_forwards(tiny_lm, ids, 6, n_ctx)
+    assert got.token_ids == want_tokens
+    assert got.logprobs == pytest.approx(want_logprobs, abs=1e-4)
+    long_ids = engine.tokenize("x = 1\n" * 3)
+    long_ids = (long_ids + long_ids[1:] * n_ctx)[: n_ctx - 3]  # crosses n_ctx while generating
+    got, _ = engine.generate(long_ids, 8, 0.0, seed=0)
+    want_tokens, want_logprobs = _greedy_by_full_forwards(tiny_lm, long_ids, 8, n_ctx)
+    assert got.token_ids == want_tokens
+    assert got.logprobs == pytest.approx(want_logprobs, abs=1e-4)
+
+
+def test_steered_cached_generation_equals_steered_full_forwards(engine, tiny_lm):
+    ids = engine.tokenize("import os\n")
+    intervention = FeatureIntervention("sae", 5, "add", 40.0)
+    _, steered = engine.generate(ids, 6, 0.0, 0, [intervention])
+    # a full forward always starts at BOS, so the hooks' window start stays 0
+    hooks = engine._intervention_hooks([intervention])
+    want_tokens, want_logprobs = _greedy_by_full_forwards(tiny_lm, ids, 6, int(tiny_lm.cfg.n_ctx), hooks)
+    assert steered.token_ids == want_tokens
+    assert steered.logprobs == pytest.approx(want_logprobs, abs=1e-4)
+
+
 def test_steering_with_zero_add_changes_nothing_and_strong_add_changes_the_text(engine):
     ids = engine.tokenize("import os\n")
     default, steered = engine.generate(ids, 10, 0.0, 0, [FeatureIntervention("sae", 5, "add", 0.0)])
     assert default.token_ids == steered.token_ids
-    assert default.logprobs == pytest.approx(steered.logprobs, abs=1e-5)
+    assert default.logprobs == steered.logprobs  # bit-identical: each continuation is its own forward
     default, steered = engine.generate(ids, 10, 0.0, 0, [FeatureIntervention("sae", 5, "add", 200.0)])
     assert default.token_ids != steered.token_ids
 
 
 def test_add_intervention_moves_the_hook_activation_by_strength_times_decoder_row(engine, tiny_lm, tiny_sae):
     ids = torch.tensor([engine.tokenize(TEXT)])
-    hooks = engine._intervention_hooks([FeatureIntervention("sae", 7, "add", 2.5)], rows=slice(0, 1))
+    hooks = engine._intervention_hooks([FeatureIntervention("sae", 7, "add", 2.5)])
     seen = {}
     with tiny_lm.hooks(fwd_hooks=hooks + [(HOOK, lambda act, hook: seen.setdefault("x", act.clone()))]):
         tiny_lm(ids, stop_at_layer=1)
@@ -117,7 +157,7 @@ def test_clamping_to_the_current_activation_is_a_no_op_and_clamp_sets_the_activa
     ids = torch.tensor([engine.tokenize(TEXT)])
     f = manual_features(tiny_lm, tiny_sae, ids[0].tolist())
     index = int(f[1:].sum(0).argmax())
-    hooks = engine._intervention_hooks([FeatureIntervention("sae", index, "clamp", 3.0)], rows=slice(0, 1))
+    hooks = engine._intervention_hooks([FeatureIntervention("sae", index, "clamp", 3.0)])
     seen = {}
     with tiny_lm.hooks(fwd_hooks=hooks + [(HOOK, lambda act, hook: seen.setdefault("x", act.clone()))]):
         tiny_lm(ids, stop_at_layer=1)

@@ -321,9 +321,14 @@ class Engine:
             )
 
     def _intervention_hooks(
-        self, interventions: Sequence[FeatureIntervention], rows: slice
+        self, interventions: Sequence[FeatureIntervention], window: _Window | None = None
     ) -> list[tuple[str, Any]]:
-        """Forward hooks applying `interventions` to batch rows `rows`, positions 1.. (never BOS)."""
+        """Forward hooks applying `interventions` to every batch row at absolute positions 1.. (never BOS).
+
+        `window.start` is the absolute position of the forward's first position: 0 for a whole
+        sequence, the cache length for a KV-cached step (whose positions are all after BOS).
+        """
+        window = window or _Window()
         by_hook: dict[str, list[tuple[LoadedDictionary, FeatureIntervention]]] = {}
         for iv in interventions:
             entry = self.dictionary(iv.dictionary_id)
@@ -332,9 +337,10 @@ class Engine:
 
         def make_hook(items: list[tuple[LoadedDictionary, FeatureIntervention]]) -> Any:
             def hook_fn(act: Tensor, hook: Any) -> Tensor:
+                first = 1 if window.start == 0 else 0  # index of the first position after BOS
                 for entry, iv in items:
                     x = flatten_hook_activation(act, entry.hook_head_index)  # [batch, pos, d_in]
-                    sub = x[rows, 1:]
+                    sub = x[:, first:]
                     direction = entry.dictionary.W_dec[iv.index].to(x.dtype)  # [d_in]
                     if iv.mode == "add":
                         coeff = torch.full(sub.shape[:-1], float(iv.strength), dtype=x.dtype, device=x.device)
@@ -343,7 +349,7 @@ class Engine:
                         f = f.to(x.dtype)
                         coeff = (float(iv.strength) - f) if iv.mode == "clamp" else -f
                     new = x.clone()
-                    new[rows, 1:] = sub + coeff.unsqueeze(-1) * direction
+                    new[:, first:] = sub + coeff.unsqueeze(-1) * direction
                     act = unflatten_into_hook(act, new, entry.hook_head_index)
                 return act
 
@@ -359,46 +365,71 @@ class Engine:
         seed: int,
         interventions: Sequence[FeatureIntervention] = (),
     ) -> tuple[GeneratedSequence, GeneratedSequence]:
-        """Default and steered continuations of `prompt_ids`, generated side by side in one batch.
+        """Default and steered continuations of `prompt_ids`.
 
-        Both rows sample with their own `torch.Generator` seeded with `seed` (CPU), so a seed gives
-        the same continuations every time; temperature 0 is greedy. When prompt + generated tokens
-        exceed the model context, the model reads BOS plus the most recent n_ctx - 1 tokens.
-        Log-probabilities are those of the unscaled (temperature 1) distribution.
+        Each continuation runs as its own batch-of-one forward pass, so a no-op intervention (add 0)
+        gives bit-identical output (rows of one batched matmul may round differently). Each samples
+        with its own `torch.Generator` seeded with `seed` (CPU), so a seed gives the same continuations
+        every time; temperature 0 is greedy. Keys and values of past positions are cached while the
+        sequence fits the model context; beyond it the model reads BOS plus the most recent n_ctx - 1
+        tokens, recomputed each step. Log-probabilities are those of the unscaled (temperature 1)
+        distribution.
         """
         if n_tokens < 1:
             raise InputError("n_tokens must be at least 1", field="n_tokens")
         with self.lock, torch.inference_mode():
-            hooks = self._intervention_hooks(interventions, rows=slice(1, 2))
-            prompt = self._as_batch(prompt_ids)[0]
-            sequences = prompt.unsqueeze(0).repeat(2, 1)  # [2, pos]: row 0 default, row 1 steered
-            generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for _ in range(2)]
-            outputs = [GeneratedSequence(), GeneratedSequence()]
-            with self.model.hooks(fwd_hooks=hooks):
-                for _ in range(n_tokens):
-                    window = sequences
-                    if window.shape[1] > self.n_ctx:
-                        window = torch.cat([sequences[:, :1], sequences[:, -(self.n_ctx - 1) :]], dim=1)
-                    logits = self.model(window)[:, -1, :].float().cpu()  # [2, d_vocab]
-                    logprobs = torch.log_softmax(logits, dim=-1)
-                    chosen = []
-                    for row in range(2):
-                        if temperature <= 0:
-                            token = int(torch.argmax(logits[row]))
-                        else:
-                            probs = torch.softmax(logits[row] / float(temperature), dim=-1)
-                            token = int(torch.multinomial(probs, 1, generator=generators[row]))
-                        outputs[row].token_ids.append(token)
-                        outputs[row].logprobs.append(float(logprobs[row, token]))
-                        chosen.append(token)
-                    nxt = torch.tensor(chosen, dtype=torch.long, device=sequences.device).unsqueeze(1)
-                    sequences = torch.cat([sequences, nxt], dim=1)
-            return outputs[0], outputs[1]
+            window = _Window()
+            steering = self._intervention_hooks(interventions, window)
+            prompt = self._as_batch(prompt_ids)[:1]
+            default = self._sample(prompt, n_tokens, temperature, seed, [], window)
+            steered = self._sample(prompt, n_tokens, temperature, seed, steering, window)
+            return default, steered
+
+    def _sample(
+        self,
+        prompt: Tensor,
+        n_tokens: int,
+        temperature: float,
+        seed: int,
+        hooks: list[tuple[str, Any]],
+        window: _Window,
+    ) -> GeneratedSequence:
+        """Sample `n_tokens` after `prompt` [1, pos] with `hooks` active (KV-cached while it fits)."""
+        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
+
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        output = GeneratedSequence()
+        sequence = prompt
+        cache = HookedTransformerKeyValueCache.init_cache(self.model.cfg, self.device, 1)
+        cached = 0  # positions whose keys and values are in `cache`
+        with self.model.hooks(fwd_hooks=hooks):
+            for _ in range(n_tokens):
+                if sequence.shape[1] <= self.n_ctx:
+                    window.start = cached
+                    new = sequence[:, cached:]
+                    logits = self.model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))
+                    cached = sequence.shape[1]
+                else:  # past the context: BOS + the most recent tokens, no cache
+                    window.start = 0
+                    recent = torch.cat([sequence[:, :1], sequence[:, -(self.n_ctx - 1) :]], dim=1)
+                    logits = self.model(recent)
+                last = logits[0, -1, :].float().cpu()  # [d_vocab]
+                if temperature <= 0:
+                    token = int(torch.argmax(last))
+                else:
+                    probs = torch.softmax(last / float(temperature), dim=-1)
+                    token = int(torch.multinomial(probs, 1, generator=generator))
+                output.token_ids.append(token)
+                output.logprobs.append(float(torch.log_softmax(last, dim=-1)[token]))
+                nxt = torch.tensor([[token]], dtype=torch.long, device=sequence.device)
+                sequence = torch.cat([sequence, nxt], dim=1)
+        return output
 
     def ablate(self, token_ids: Sequence[int], dictionary_id: str, index: int) -> AblationResult:
         """Remove feature `index` (x - f(x) * d at every position after BOS) and compare predictions.
 
-        Clean and ablated runs share one batched forward.
+        Clean and ablated runs are separate batch-of-one forwards, so positions before the feature
+        first fires change by exactly 0.
         """
         entry = self.dictionary(dictionary_id)
         self._check_index(entry, index)
@@ -412,13 +443,12 @@ class Engine:
                 f[0] = 0.0
                 captured["f"] = f.cpu()
 
-            hooks = [(entry.hook_name, grab)] + self._intervention_hooks(
-                [FeatureIntervention(dictionary_id, index, "ablate", 0.0)], rows=slice(1, 2)
-            )
-            with self.model.hooks(fwd_hooks=hooks):
-                logits = self.model(tokens.repeat(2, 1)).float().cpu()  # [2, pos, d_vocab]
-            logprobs = torch.log_softmax(logits, dim=-1)
-            diff = logprobs[1] - logprobs[0]  # [pos, d_vocab]: prediction of the next token
+            with self.model.hooks(fwd_hooks=[(entry.hook_name, grab)]):
+                clean = self.model(tokens)[0].float().cpu()  # [pos, d_vocab]
+            removal = self._intervention_hooks([FeatureIntervention(dictionary_id, index, "ablate", 0.0)])
+            with self.model.hooks(fwd_hooks=removal):
+                ablated = self.model(tokens)[0].float().cpu()
+            diff = torch.log_softmax(ablated, dim=-1) - torch.log_softmax(clean, dim=-1)  # next-token predictions
             ids = tokens[0].cpu()
             n = ids.shape[0]
             delta = [0.0] + [float(diff[i - 1, ids[i]]) for i in range(1, n)]
@@ -429,6 +459,13 @@ class Engine:
                 activations=[float(a) for a in f], delta_logprob=delta, mean_delta=mean_delta,
                 firing_positions=firing,
             )
+
+
+@dataclass
+class _Window:
+    """Absolute position of the first position of the forward pass being run (0 = starts at BOS)."""
+
+    start: int = 0
 
 
 def hook_layers(hook_names: Sequence[str]) -> list[int | None]:
