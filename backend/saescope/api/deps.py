@@ -6,13 +6,14 @@ Owns `AppState`, the `get_state` dependency routers use, and `json_response`; ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
 from pydantic_core import to_json
 
+from saescope.api.inference_json import LabelFragmentCache
 from saescope.api.runtime import EngineHolder, ModelWorker
 from saescope.api.settings import ApiSettings
 from saescope.store.reader import StoreReader
@@ -26,6 +27,7 @@ class AppState:
     reader: StoreReader
     holder: EngineHolder
     worker: ModelWorker
+    label_fragments: LabelFragmentCache = field(default_factory=LabelFragmentCache)
 
 
 async def get_state(request: Request) -> AppState:

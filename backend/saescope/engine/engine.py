@@ -15,10 +15,10 @@ may be shared by threads; model work runs under `torch.inference_mode()` (no aut
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -32,9 +32,11 @@ from saescope.activations.hooks import (
 from saescope.corpus.packing import bos_token_id
 from saescope.devices import resolve_device
 from saescope.dictionaries.base import Dictionary
+from saescope.engine.top_features import firing_counts, sorted_top_k
 from saescope.errors import ConfigError, InputError, NotFoundError
 
 InterventionMode = Literal["add", "clamp", "ablate"]
+R = TypeVar("R")
 
 
 @dataclass
@@ -240,10 +242,17 @@ class Engine:
 
         `token_ids` is `[pos]` or `[batch, pos]` including BOS at position 0; position 0 is zeroed.
         """
+        return self._forward_features(token_ids, dictionary_ids, lambda f: f)
+
+    def _forward_features(
+        self, token_ids: Sequence[int] | Tensor, dictionary_ids: Sequence[str], reduce: Callable[[Tensor], R]
+    ) -> dict[str, R]:
+        """`reduce(f)` per dictionary, f its activations `[batch, pos, d_sae]` (position 0 zeroed),
+        called inside the hook, while f is fresh in the CPU cache; ONE model forward for all."""
         with self.lock, torch.inference_mode():
             loaded = [self.dictionary(d) for d in dictionary_ids]
             tokens = self._as_batch(token_ids)
-            out: dict[str, Tensor] = {}
+            out: dict[str, R] = {}
             by_hook: dict[str, list[LoadedDictionary]] = {}
             for entry in loaded:
                 by_hook.setdefault(entry.hook_name, []).append(entry)
@@ -255,7 +264,7 @@ class Engine:
                         weight = entry.dictionary.W_dec
                         f = entry.dictionary.encode(x.to(weight.dtype))  # [batch, pos, d_sae]
                         f[:, 0] = 0.0
-                        out[entry.id] = f.float()
+                        out[entry.id] = reduce(f.float())
 
                 return hook_fn
 
@@ -294,16 +303,11 @@ class Engine:
         lengths = [len(s) for s in sequences]
         width = max(lengths)
         padded = [list(s) + [self.bos_id] * (width - len(s)) for s in sequences]
-        acts = self.feature_activations(padded, dictionary_ids)
+        summaries = self._forward_features(padded, dictionary_ids, lambda f: _summarise_rows(f, top_k))
         results: list[dict[str, TopFeatures]] = [{} for _ in sequences]
         for dictionary_id in dictionary_ids:
-            f_all = acts[dictionary_id]  # [batch, width, d_sae]
-            k = min(top_k, f_all.shape[-1])
-            values_all, indices_all = torch.topk(f_all, k, dim=-1)  # sorted, largest first
-            totals_all = f_all.sum(dim=-1).cpu().tolist()
-            l0_all = (f_all > 0).sum(dim=-1).cpu().tolist()  # baselines (PCA, neurons) can be negative
-            n_pos_all = (values_all > 0).sum(dim=-1).cpu().tolist()  # firing ones lead each sorted row
-            values_all, indices_all = values_all.cpu().tolist(), indices_all.cpu().tolist()
+            values_all, indices_all, totals_all, l0_all, n_pos_all = summaries[dictionary_id]
+            k = min(top_k, self.dictionary(dictionary_id).d_sae)
             for b, n in enumerate(lengths):
                 n_pos = n_pos_all[b]
                 per_idx = [ix[:m] if m < k else ix for ix, m in zip(indices_all[b][:n], n_pos[:n])]
@@ -459,6 +463,25 @@ class Engine:
                 activations=[float(a) for a in f], delta_logprob=delta, mean_delta=mean_delta,
                 firing_positions=firing,
             )
+
+
+def _summarise_rows(f: Tensor, top_k: int) -> tuple[list, list, list, list, list]:
+    """(top values, their indices, totals, firing counts, firing entries among the top values) of
+    f [batch, pos, d_sae], as nested lists [batch][pos](...)."""
+    batch, width, d_sae = f.shape
+    rows = f.reshape(batch * width, d_sae)
+    k = min(top_k, d_sae)
+    values, indices = sorted_top_k(rows, k)  # largest first
+    totals = rows.sum(dim=-1).view(batch, width).cpu().tolist()
+    l0 = firing_counts(rows).view(batch, width).cpu().tolist()  # baselines (PCA, neurons) can be negative
+    n_pos = (values > 0).sum(dim=-1).view(batch, width).cpu().tolist()  # firing ones lead each row
+    return (
+        values.view(batch, width, k).cpu().tolist(),
+        indices.view(batch, width, k).cpu().tolist(),
+        totals,
+        l0,
+        n_pos,
+    )
 
 
 @dataclass

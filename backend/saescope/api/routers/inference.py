@@ -14,6 +14,7 @@ from fastapi.responses import Response
 
 from saescope.api import schemas
 from saescope.api.deps import AppState, State, json_response
+from saescope.api.inference_json import activations_json
 from saescope.errors import InputError, NotFoundError
 
 router = APIRouter(tags=["inference"])
@@ -109,24 +110,22 @@ async def inference_activations(state: State, request: schemas.ActivationsReques
         results = []
         for info in infos:
             top = top_by_dict[info["id"]]
-            labels = state.reader.all_labels(info["id"], info["created_at"])
-            n_labels = len(labels)
+            fragments = state.label_fragments.get(info, state.reader.all_labels)
+            if any(len(row) > top_k for row in top.indices):  # a micro-batch asked for a larger top_k
+                top_indices = [row[:top_k] for row in top.indices]
+                top_values = [row[:top_k] for row in top.values]
+            else:
+                top_indices, top_values = top.indices, top.values
             results.append(
                 {
                     "dictionary_id": info["id"],
                     "hook_name": info["hook_name"],
-                    "per_token": [
-                        [
-                            {"index": i, "activation": v, "label": labels[i] if i < n_labels else ""}
-                            for i, v in zip(ix[:top_k], vs[:top_k])
-                        ]
-                        for ix, vs in zip(top.indices, top.values)
-                    ],
+                    "per_token": fragments.per_token(top_indices, top_values),
                     "token_totals": top.totals,
                     "token_l0": top.l0,
                 }
             )
-        return json_response({"tokens": engine.token_strings(ids), "token_ids": ids, "results": results})
+        return json_response(activations_json(engine.token_strings(ids), ids, results))
 
     return await state.worker.run_batched(dictionary_ids, (request.text, request.top_k), work)
 
