@@ -281,3 +281,52 @@ def test_accept_encoding_parsing(header, expected):
     from saescope.api.routers.features import accepts_gzip
 
     assert accepts_gzip(header) is expected
+
+
+@pytest.fixture(scope="module")
+def client_without_fast_path(tiny_atlas):
+    from fastapi.testclient import TestClient
+
+    from api_atlas import make_settings
+    from saescope.api.app import create_app
+
+    settings = make_settings(tiny_atlas).model_copy(update={"page_fast_path": False, "preload_engine": False})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _page_answer(response):
+    headers = {k: response.headers.get(k) for k in ("content-type", "content-encoding", "vary", "content-length")}
+    return response.status_code, headers, response.content
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "mlp-sae/features/0/page", f"mlp-sae/features/{EXPLAINED_FEATURE}/page", "mlp-sae/features/63/page",
+        # not answered by the fast path: the route validates, renders or reports the error
+        "mlp-sae/features/007/page", "mlp-sae/features/64/page", "mlp-sae/features/99999999999/page",
+        "mlp-sae/features/-1/page", "nope/features/0/page", "half-built/features/0/page",
+        "x" * 200 + "/features/0/page",
+    ],
+)
+@pytest.mark.parametrize("encoding", ["gzip", "identity", None])
+def test_page_fast_path_answers_exactly_like_the_route(client, client_without_fast_path, path, encoding):
+    """Status, headers and body bytes are the same with the lean ASGI path as through FastAPI."""
+    headers = {"Accept-Encoding": encoding} if encoding else {"Accept-Encoding": ""}
+    url = f"{API}/dictionaries/{path}"
+    fast = client.get(url, headers=headers)
+    routed = client_without_fast_path.get(url, headers=headers)
+    assert _page_answer(fast) == _page_answer(routed)
+
+
+def test_page_fast_path_serves_stored_pages_without_the_route(client, monkeypatch):
+    """A stored page never reaches FastAPI's route (else the fast path would be dead code)."""
+    from saescope.api.routers import features
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the route ran")
+
+    monkeypatch.setattr(features, "accepts_gzip", fail)  # used by the route only, after the fast path imported it
+    res = client.get(f"{API}/dictionaries/mlp-sae/features/5/page", headers={"Accept-Encoding": "gzip"})
+    assert res.status_code == 200 and res.headers["content-encoding"] == "gzip"

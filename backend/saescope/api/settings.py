@@ -64,3 +64,6 @@ class ApiSettings(BaseModel):
         False, description="Load the model and dictionaries at start-up instead of on the first live request."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads for model work; None keeps torch's default.")
+    page_fast_path: bool = Field(
+        True, description="Serve stored feature pages through the lean ASGI path (saescope.api.page_fast_path)."
+    )
