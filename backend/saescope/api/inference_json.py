@@ -27,13 +27,18 @@ class LabelFragments:
         self.prefix = [b'{"index":%d,"activation":' % i for i in range(d_sae)]
         self.suffix = [b',"label":' + to_json(labels[i] if i < n_labels else "") + b"}" for i in range(d_sae)]
 
-    def per_token(self, indices: Sequence[Sequence[int]], values: Sequence[Sequence[float]]) -> bytes:
-        """`[[{"index", "activation", "label"}, ...] per token]` for matching index / value rows."""
-        flat = [v for row in values for v in row]
+    def per_token(
+        self, indices: Sequence[Sequence[int]], values: Sequence[Sequence[float]], limit: int
+    ) -> bytes:
+        """`[[{"index", "activation", "label"}, ...] per token]` for matching index / value rows,
+        at most `limit` entries a token (a micro-batch computes its largest top_k for all)."""
+        flat = [v for row in values for v in row[:limit]]
         # one to_json call formats every activation (non-finite ones as null, like json_response)
         numbers = iter(to_json(flat, inf_nan_mode="null")[1:-1].split(b",")) if flat else iter(())
         prefix, suffix = self.prefix, self.suffix
-        rows = [b"[" + b",".join([prefix[i] + next(numbers) + suffix[i] for i in row]) + b"]" for row in indices]
+        rows = [
+            b"[" + b",".join([prefix[i] + next(numbers) + suffix[i] for i in row[:limit]]) + b"]" for row in indices
+        ]
         return b"[" + b",".join(rows) + b"]"
 
 

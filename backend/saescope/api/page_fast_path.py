@@ -16,11 +16,9 @@ import gzip
 import re
 from typing import Any
 
-from saescope.api.routers.features import accepts_gzip
+from saescope.api.routers.features import MAX_INDEX, accepts_gzip
 from saescope.api.schemas import MAX_ID_CHARS
 from saescope.store.reader import StoreReader
-
-MAX_INDEX = 2**31 - 1
 
 
 class FeaturePageFastPath:

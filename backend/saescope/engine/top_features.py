@@ -26,6 +26,10 @@ def sorted_top_k(f: Tensor, k: int) -> tuple[Tensor, Tensor]:
     the largest maxima, and take the top-k of their G * k entries. Every entry among a row's k
     largest has a lane maximum at least the k-th largest value, and at most k - 1 lanes have a
     larger maximum, so the chosen lanes hold k entries with the top-k values (ties included).
+
+    Training has its own two-stage top-k (`dictionaries.training_kernels.topk_rows`, contiguous
+    groups through max-pool, unsorted): at training's 4096 rows both ran alike, but at live
+    inference's ~128 rows the max-pool stage alone cost 0.55 ms here, the strided lane max 0.03 ms.
     """
     R, S = f.shape
     G = LANE_GROUP

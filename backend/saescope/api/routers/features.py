@@ -14,7 +14,8 @@ from saescope.errors import InputError
 
 router = APIRouter(tags=["features"], responses=schemas.error_responses(404, 422))
 
-IndexPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="Feature index (0-based).")]
+MAX_INDEX = 2**31 - 1  # feature indices are stored as 32-bit integers
+IndexPath = Annotated[int, Path(ge=0, le=MAX_INDEX, description="Feature index (0-based).")]
 
 
 def _check_range(name: str, low: float | None, high: float | None) -> None:

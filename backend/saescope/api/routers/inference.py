@@ -111,16 +111,11 @@ async def inference_activations(state: State, request: schemas.ActivationsReques
         for info in infos:
             top = top_by_dict[info["id"]]
             fragments = state.label_fragments.get(info, state.reader.all_labels)
-            if any(len(row) > top_k for row in top.indices):  # a micro-batch asked for a larger top_k
-                top_indices = [row[:top_k] for row in top.indices]
-                top_values = [row[:top_k] for row in top.values]
-            else:
-                top_indices, top_values = top.indices, top.values
             results.append(
                 {
                     "dictionary_id": info["id"],
                     "hook_name": info["hook_name"],
-                    "per_token": fragments.per_token(top_indices, top_values),
+                    "per_token": fragments.per_token(top.indices, top.values, top_k),
                     "token_totals": top.totals,
                     "token_l0": top.l0,
                 }
