@@ -28,3 +28,15 @@ def client(app):
 
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def client_without_fast_path(tiny_atlas: TinyAtlas):
+    """A client of the same atlas with the lean ASGI paths off: every request goes through FastAPI."""
+    from fastapi.testclient import TestClient
+
+    from saescope.api.app import create_app
+
+    settings = make_settings(tiny_atlas).model_copy(update={"fast_paths": False, "preload_engine": False})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c

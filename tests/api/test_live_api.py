@@ -190,3 +190,61 @@ def test_queued_inference_requests_are_micro_batched_with_the_same_answers(clien
         for rg, rw in zip(g["results"], w["results"]):
             assert [[f["index"] for f in row] for row in rg["per_token"]] == [[f["index"] for f in row] for row in rw["per_token"]]
             assert rg["token_totals"] == pytest.approx(rw["token_totals"], abs=1e-4)
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        (_JSON, '{"text": "def main():\\n    print(1)\\n", "top_k": 3}'),
+        (_JSON, '{"text": "import os\\n", "dictionaries": ["resid-sae", "mlp-sae", "resid-sae"], "top_k": 2}'),
+        ({"Content-Type": "application/json; charset=utf-8"}, '{"text": "x = 1\\n"}'),
+        (_JSON, '{"text": "x = 1\\n", "dictionaries": ["nope"]}'),  # 404 naming body.dictionaries.0
+        (_JSON, '{"text": "x = 1\\n" , "dictionaries": ["half-built"]}'),
+        (_JSON, '{"text": "' + "x = 1\\n" * 100 + '"}'),  # too many tokens (raised on the model thread)
+        (_JSON, '{"text": "   "}'),
+        (_JSON, '{"text": "x", "top_k": 0}'),
+        (_JSON, '{"text": "x", "top_k": 100000}'),
+        (_JSON, '{"text": "x", "extra": 1}'),
+        (_JSON, '{"top_k": 3}'),
+        (_JSON, '{"text": 5}'),
+        (_JSON, '[1, 2]'),
+        (_JSON, '{"text": "x",'),
+        (_JSON, b'{"text": "\xff"}'),
+        (_JSON, ""),
+        ({"Content-Type": "text/plain"}, '{"text": "x = 1\\n"}'),
+        ({}, '{"text": "x = 1\\n"}'),
+    ],
+)
+def test_inference_fast_path_answers_exactly_like_the_route(client, client_without_fast_path, headers, body):
+    """Status, content type and body bytes are the same through the lean ASGI path as through FastAPI."""
+    url = f"{API}/inference/activations"
+    content = body if isinstance(body, bytes) else body.encode()
+    fast = client.post(url, content=content, headers=headers)
+    routed = client_without_fast_path.post(url, content=content, headers=headers)
+    assert (fast.status_code, fast.headers.get("content-type"), fast.content) == (
+        routed.status_code, routed.headers.get("content-type"), routed.content,
+    )
+
+
+def test_inference_fast_path_answers_valid_requests_without_the_route(client, monkeypatch):
+    """A valid request never reaches FastAPI's routing (else the fast path would be dead code);
+    an invalid one does, and gets the route's validation error."""
+    from starlette.routing import Router
+
+    routed = []
+    real = Router.__call__
+
+    async def spy(self, scope, receive, send):
+        routed.append(scope["path"])
+        await real(self, scope, receive, send)
+
+    monkeypatch.setattr(Router, "__call__", spy)
+    res = client.post(f"{API}/inference/activations", json={"text": TEXT, "top_k": 2})
+    assert res.status_code == 200 and res.json()["results"]
+    assert routed == []
+    res = client.post(f"{API}/inference/activations", json={"text": TEXT, "top_k": -1})
+    assert res.status_code == 422 and res.json()["field"] == "body.top_k"
+    assert routed == [f"{API}/inference/activations"]

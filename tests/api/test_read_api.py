@@ -283,18 +283,6 @@ def test_accept_encoding_parsing(header, expected):
     assert accepts_gzip(header) is expected
 
 
-@pytest.fixture(scope="module")
-def client_without_fast_path(tiny_atlas):
-    from fastapi.testclient import TestClient
-
-    from api_atlas import make_settings
-    from saescope.api.app import create_app
-
-    settings = make_settings(tiny_atlas).model_copy(update={"page_fast_path": False, "preload_engine": False})
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        yield c
-
-
 def _page_answer(response):
     headers = {k: response.headers.get(k) for k in ("content-type", "content-encoding", "vary", "content-length")}
     return response.status_code, headers, response.content

@@ -63,6 +63,29 @@ def validation_message(err: dict[str, Any]) -> tuple[int, str, str | None]:
     return 422, f"{field or 'request'}: {msg}", field
 
 
+def known_error_response(exc: Exception, path: str) -> JSONResponse:
+    """The JSON answer to a saescope error or a model queue / time-out error raised while serving
+    `path`; any other exception gets the last-resort 500. (Shared by the exception handlers and the
+    lean ASGI paths, which answer these errors themselves.)"""
+    if isinstance(exc, InputError):
+        return _json(422, str(exc), exc.field)
+    if isinstance(exc, NotFoundError):
+        return _json(404, str(exc), getattr(exc, "field", None))
+    if isinstance(exc, SaescopeError):
+        log.error("server-side saescope error on %s: %s", path, exc)
+        return _json(500, str(exc), None)
+    if isinstance(exc, QueueFullError):
+        return _json(503, str(exc) or "the model is busy: retry in a moment", None, {"Retry-After": "1"})
+    if isinstance(exc, RequestTimeoutError):
+        return _json(504, str(exc) or "the model request timed out", None)
+    return unexpected_error_response(exc, path)
+
+
+def unexpected_error_response(exc: Exception, path: str) -> JSONResponse:
+    log.error("unexpected error on %s", path, exc_info=exc)
+    return _json(500, f"internal error ({type(exc).__name__}); see the server log", None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON error handlers on `app`."""
 
@@ -77,25 +100,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json(status, message, field)
 
     @app.exception_handler(InputError)
-    async def _input(request: Request, exc: InputError) -> JSONResponse:
-        return _json(422, str(exc), exc.field)
-
     @app.exception_handler(NotFoundError)
-    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return _json(404, str(exc), getattr(exc, "field", None))
-
     @app.exception_handler(SaescopeError)
-    async def _saescope(request: Request, exc: SaescopeError) -> JSONResponse:
-        log.error("server-side saescope error on %s: %s", request.url.path, exc)
-        return _json(500, str(exc), None)
-
     @app.exception_handler(QueueFullError)
-    async def _busy(request: Request, exc: QueueFullError) -> JSONResponse:
-        return _json(503, str(exc) or "the model is busy: retry in a moment", None, {"Retry-After": "1"})
-
     @app.exception_handler(RequestTimeoutError)
-    async def _timeout(request: Request, exc: RequestTimeoutError) -> JSONResponse:
-        return _json(504, str(exc) or "the model request timed out", None)
+    async def _known(request: Request, exc: Exception) -> JSONResponse:
+        return known_error_response(exc, request.url.path)
 
     @app.exception_handler(json.JSONDecodeError)
     async def _bad_json(request: Request, exc: json.JSONDecodeError) -> JSONResponse:
@@ -116,5 +126,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _json(500, f"internal error ({type(exc).__name__}); see the server log", None)
+        return unexpected_error_response(exc, f"{request.method} {request.url.path}")

@@ -64,6 +64,8 @@ class ApiSettings(BaseModel):
         False, description="Load the model and dictionaries at start-up instead of on the first live request."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads for model work; None keeps torch's default.")
-    page_fast_path: bool = Field(
-        True, description="Serve stored feature pages through the lean ASGI path (saescope.api.page_fast_path)."
+    fast_paths: bool = Field(
+        True,
+        description="Answer the two hottest requests (stored feature pages, live inference) through lean ASGI "
+        "paths in front of FastAPI (saescope.api.page_fast_path, saescope.api.inference_fast_path); same answers.",
     )

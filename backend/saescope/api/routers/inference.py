@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from saescope.api import schemas
-from saescope.api.deps import AppState, State, json_response
+from saescope.api.deps import AppState, State
 from saescope.api.inference_json import activations_json
 from saescope.errors import InputError, NotFoundError
 
@@ -71,6 +71,12 @@ def check_index(info: dict[str, Any], index: int, field: str) -> None:
     "(same answers).",
 )
 async def inference_activations(state: State, request: schemas.ActivationsRequest) -> Response:
+    return Response(content=await activations_answer(state, request), media_type="application/json")
+
+
+async def activations_answer(state: AppState, request: schemas.ActivationsRequest) -> bytes:
+    """The ActivationsResponse body for a validated request (shared with `InferenceFastPath`);
+    raises the saescope, queue and time-out errors the API maps to JSON errors."""
     limits = state.settings.limits
     check_text(state, request.text, "body.text")
     if request.top_k > limits.max_top_k:
@@ -106,7 +112,7 @@ async def inference_activations(state: State, request: schemas.ActivationsReques
             out[i] = activations_body(engine, tokenized[i], top_by_dict, items[i][1])
         return out
 
-    def activations_body(engine: Any, ids: list[int], top_by_dict: dict[str, Any], top_k: int) -> Response:
+    def activations_body(engine: Any, ids: list[int], top_by_dict: dict[str, Any], top_k: int) -> bytes:
         results = []
         for info in infos:
             top = top_by_dict[info["id"]]
@@ -120,7 +126,7 @@ async def inference_activations(state: State, request: schemas.ActivationsReques
                     "token_l0": top.l0,
                 }
             )
-        return json_response(activations_json(engine.token_strings(ids), ids, results))
+        return activations_json(engine.token_strings(ids), ids, results)
 
     return await state.worker.run_batched(dictionary_ids, (request.text, request.top_k), work)
 
