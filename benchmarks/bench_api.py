@@ -116,6 +116,10 @@ def texts_of_128_tokens(root: Path, n: int) -> list[str]:
     return out
 
 
+class _HookReached(Exception):
+    pass
+
+
 class Floor:
     """The in-process floor: the raw forward (model to the hook + SAE encode) and Engine.top_features
     on the benchmark texts, timed in batches so they can be interleaved with server measurements."""
@@ -136,9 +140,18 @@ class Floor:
         self.run(3, record=False)  # warm-up
 
     def _raw(self, t: torch.Tensor) -> torch.Tensor:
+        """The model up to the hook (the forward ends there, as the engine's does) + the SAE encode."""
         captured = []
-        with torch.no_grad(), self.model.hooks(fwd_hooks=[(HOOK, lambda a, hook: captured.append(a))]):
-            self.model(t, stop_at_layer=1)
+
+        def grab(act: torch.Tensor, hook: object) -> None:
+            captured.append(act)
+            raise _HookReached
+
+        with torch.inference_mode(), self.model.hooks(fwd_hooks=[(HOOK, grab)]):
+            try:
+                self.model(t, return_type=None)
+            except _HookReached:
+                pass
             return self.sae.encode(captured[0])
 
     def run(self, repeats: int, record: bool = True) -> None:

@@ -64,6 +64,24 @@ def test_several_dictionaries_are_read_in_one_forward(tiny_lm, tiny_sae):
     assert out["mlp"].shape[-1] == 64 and out["resid"].shape[-1] == 16
 
 
+def test_the_forward_ends_right_after_the_last_hook_needed(engine, tiny_lm):
+    """Nothing after the dictionary's hook point runs (here: the MLP's output projection and the
+    unembedding), and the model's hooks are removed afterwards."""
+    ran = []
+    handles = [
+        tiny_lm.blocks[0].mlp.hook_post.register_forward_hook(lambda *a: ran.append("mlp.hook_post")),
+        tiny_lm.blocks[0].hook_mlp_out.register_forward_hook(lambda *a: ran.append("hook_mlp_out")),
+        tiny_lm.unembed.register_forward_hook(lambda *a: ran.append("unembed")),
+    ]
+    try:
+        engine.feature_activations(engine.tokenize(TEXT), ["sae"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran == ["mlp.hook_post"]
+    assert not any(hp.fwd_hooks for hp in tiny_lm.hook_dict.values())
+
+
 def test_top_features_are_sorted_positive_and_empty_at_bos(engine):
     ids = engine.tokenize(TEXT)
     top = engine.top_features(ids, ["sae"], top_k=3)["sae"]

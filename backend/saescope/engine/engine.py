@@ -2,7 +2,7 @@
 
 Owns model work done at request time: tokenising text (BOS prepended, like the corpus contexts),
 feature activations for several dictionaries in ONE forward (hooks on every needed hook point, the
-forward stopped after the last block needed), steering (add / clamp a feature at its hook point while
+forward ended right after the last hook needed), steering (add / clamp a feature at its hook point while
 generating, default and steered continuations side by side, seeded sampling) and ablation (remove a
 feature and measure next-token log-probability changes). It never touches the store or the file
 system beyond loading the model and dictionary weights it is given, and knows nothing about HTTP.
@@ -26,7 +26,6 @@ from torch import Tensor
 from saescope.activations.hooks import (
     flatten_hook_activation,
     hook_layer,
-    stop_layer_for,
     unflatten_into_hook,
 )
 from saescope.corpus.packing import bos_token_id
@@ -228,13 +227,6 @@ class Engine:
 
     # ------------------------------------------------------------------ activations
 
-    def _stop_layer(self, hook_names: Sequence[str]) -> int | None:
-        n_layers = int(self.model.cfg.n_layers)
-        stops = [stop_layer_for(h, n_layers) for h in hook_names]
-        if any(s is None for s in stops):
-            return None
-        return max(s for s in stops if s is not None)
-
     def feature_activations(
         self, token_ids: Sequence[int] | Tensor, dictionary_ids: Sequence[str]
     ) -> dict[str, Tensor]:
@@ -248,7 +240,8 @@ class Engine:
         self, token_ids: Sequence[int] | Tensor, dictionary_ids: Sequence[str], reduce: Callable[[Tensor], R]
     ) -> dict[str, R]:
         """`reduce(f)` per dictionary, f its activations `[batch, pos, d_sae]` (position 0 zeroed),
-        called inside the hook, while f is fresh in the CPU cache; ONE model forward for all."""
+        called inside the hook, while f is fresh in the CPU cache; ONE model forward for all, which
+        ends as soon as the last hook needed has run (nothing after it is computed)."""
         with self.lock, torch.inference_mode():
             loaded = [self.dictionary(d) for d in dictionary_ids]
             tokens = self._as_batch(token_ids)
@@ -256,6 +249,7 @@ class Engine:
             by_hook: dict[str, list[LoadedDictionary]] = {}
             for entry in loaded:
                 by_hook.setdefault(entry.hook_name, []).append(entry)
+            remaining = set(by_hook)
 
             def make_hook(entries: list[LoadedDictionary]) -> Any:
                 def hook_fn(act: Tensor, hook: Any) -> None:
@@ -265,16 +259,20 @@ class Engine:
                         f = entry.dictionary.encode(x.to(weight.dtype))  # [batch, pos, d_sae]
                         f[:, 0] = 0.0
                         out[entry.id] = reduce(f.float())
+                    remaining.discard(hook.name)
+                    if not remaining:
+                        raise _ForwardDone
 
                 return hook_fn
 
             hooks = [(name, make_hook(entries)) for name, entries in by_hook.items()]
-            stop = self._stop_layer(list(by_hook))
             with self.model.hooks(fwd_hooks=hooks):
-                if stop is None:
+                try:
                     self.model(tokens, return_type=None)
-                else:
-                    self.model(tokens, stop_at_layer=stop)
+                except _ForwardDone:
+                    pass
+            if remaining:  # pragma: no cover - every hook point of a loaded dictionary runs in a forward
+                raise ConfigError(f"hook points {sorted(remaining)} did not run in the model's forward")
             return out
 
     def feature_activation(self, token_ids: Sequence[int], dictionary_id: str, index: int) -> list[float]:
@@ -482,6 +480,10 @@ def _summarise_rows(f: Tensor, top_k: int) -> tuple[list, list, list, list, list
         l0,
         n_pos,
     )
+
+
+class _ForwardDone(Exception):
+    """Raised by the last activation hook to end a forward whose remaining layers nobody reads."""
 
 
 @dataclass
