@@ -103,6 +103,29 @@ def test_malformed_json_and_invalid_utf8_are_400(client):
     assert 400 <= res.status_code < 500 and res.json()["error"]
 
 
+def test_request_bodies_over_the_size_limit_are_413_before_being_read(client, app):
+    limit = app.state.saescope.settings.limits.max_body_bytes
+    big = b'{"text": "' + b"x" * limit + b'"}'
+    headers = {"content-type": "application/json"}
+    for path in ("/inference/activations", "/inference/feature", "/steer"):
+        body = _err(client.post(f"{API}{path}", content=big, headers=headers), 413, "body")
+        assert str(limit) in body["error"]
+
+    def chunked(data: bytes, size: int = 65536):
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    # sent without a length (chunked): refused as soon as the limit is passed
+    _err(client.post(f"{API}/inference/activations", content=chunked(big), headers=headers), 413, "body")
+    # a chunked body under the limit goes through unchanged, on both inference paths
+    small = b'{"text": "def f():\\n    return 1\\n", "top_k": 2}'
+    res = client.post(f"{API}/inference/activations", content=chunked(small, 7), headers=headers)
+    assert res.status_code == 200 and res.json()["results"], res.text
+    res = client.post(f"{API}/inference/feature", content=chunked(b'{"text": "x = 1", "dictionary": "mlp-sae", "index": 0}', 5),
+                      headers=headers)
+    assert res.status_code == 200 and res.json()["activations"][0] == 0.0, res.text
+
+
 @pytest.mark.parametrize(
     "path, field",
     [

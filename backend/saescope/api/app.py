@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from saescope.api.deps import AppState
 from saescope.api.errors import install_error_handlers
+from saescope.api.body_limit import RequestBodyLimit
 from saescope.api.inference_fast_path import InferenceFastPath
 from saescope.api.page_fast_path import FeaturePageFastPath
 from saescope.api.routers import dictionaries, features, inference, interventions, meta
@@ -137,6 +138,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     if settings.fast_paths:
         app.add_middleware(FeaturePageFastPath, reader=reader, prefix=API_PREFIX)
         app.add_middleware(InferenceFastPath, state=state, prefix=API_PREFIX)
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.limits.max_body_bytes)  # outermost: added last
     for module in (meta, dictionaries, features, inference, interventions):
         app.include_router(module.router, prefix=API_PREFIX)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from saescope.api.asgi_body import read_body, replay_body
 from saescope.api.deps import AppState
 from saescope.api.errors import known_error_response
 from saescope.api.routers.inference import activations_answer
@@ -38,13 +39,13 @@ class InferenceFastPath:
         ):
             await self.app(scope, receive, send)
             return
-        body, disconnected = await _read_body(receive)
-        if disconnected:
+        body = await read_body(receive)
+        if body is None:
             return  # the client left: nothing to answer
         try:
             request = ActivationsRequest.model_validate(json.loads(body))
         except Exception:  # noqa: BLE001 - the route parses again and reports the problem
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         try:
             answer = await activations_answer(self.state, request)
@@ -63,29 +64,3 @@ def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
             media_type = value.split(b";", 1)[0].strip().lower()
             return media_type == b"application/json"
     return False  # FastAPI does not parse a body without a content type as JSON
-
-
-async def _read_body(receive: Any) -> tuple[bytes, bool]:
-    """(the whole request body, whether the client disconnected first)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"", True
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), False
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    """A `receive` that hands the already-read body to the app once, then waits on the real one."""
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

@@ -55,6 +55,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
     meaning = {
         400: "Malformed JSON or a body that is not UTF-8.",
         404: "Unknown (or not ready) dictionary, feature or hook point.",
+        413: "The request body is larger than the server's limit (limits.max_body_bytes).",
         422: "A request field is invalid or out of bounds; `field` names it.",
         503: "The model queue is full; retry in a moment.",
         504: "The model request timed out.",

@@ -14,7 +14,8 @@ from saescope.api import schemas
 
 
 class ApiLimits(BaseModel):
-    """Per-request limits; requests beyond them get a 422 naming the field (never a 500)."""
+    """Per-request limits; requests beyond them get a 422 naming the field (a body over
+    `max_body_bytes` a 413), never a 500."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +37,9 @@ class ApiLimits(BaseModel):
     )
     max_dictionaries: int = Field(
         32, ge=1, le=schemas.MAX_DICTIONARIES_PER_REQUEST, description="Most dictionaries per inference request."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body in bytes; larger ones get 413 before being read."
     )
     max_queue: int = Field(
         16, ge=1, description="Model requests waiting or running at once; more get 503 (retry later)."

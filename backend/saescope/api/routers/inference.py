@@ -19,7 +19,7 @@ from saescope.errors import InputError, NotFoundError
 
 router = APIRouter(tags=["inference"])
 
-_ERRORS = schemas.error_responses(400, 404, 422, 503, 504)
+_ERRORS = schemas.error_responses(400, 404, 413, 422, 503, 504)
 
 
 def check_text(state: AppState, text: str, field: str) -> None:

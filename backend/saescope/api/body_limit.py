@@ -1,0 +1,63 @@
+"""The request-body size limit, enforced before anything reads or parses a body.
+
+Owns `RequestBodyLimit`, the outermost ASGI middleware: a request with a body (POST, PUT, PATCH)
+whose declared Content-Length exceeds `limits.max_body_bytes` gets a 413 JSON error at once, without
+its body being read; a body sent without a length (chunked) is read up to the limit and refused as
+soon as it passes it, else handed on unchanged. Without it a client could make the server buffer
+gigabytes before the text-length check (422) ever ran.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from saescope.api.asgi_body import BodyTooLarge, read_body, replay_body
+from saescope.api.errors import error_body
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class RequestBodyLimit:
+    """ASGI middleware refusing request bodies over `max_bytes` with 413 (see the module docstring)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope["headers"])
+        if declared is not None:
+            if declared > self.max_bytes:
+                await self._refuse(scope, receive, send, f"{declared} bytes")
+                return
+            await self.app(scope, receive, send)  # the HTTP server stops the body at its declared length
+            return
+        try:
+            body = await read_body(receive, self.max_bytes)
+        except BodyTooLarge:
+            await self._refuse(scope, receive, send, f"more than {self.max_bytes} bytes")
+            return
+        if body is None:
+            return  # the client left
+        await self.app(scope, replay_body(body, receive), send)
+
+    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, size: str) -> None:
+        message = f"request body is {size}; this server accepts at most {self.max_bytes} bytes (limits.max_body_bytes)"
+        await JSONResponse(error_body(message, "body"), status_code=413, headers={"Connection": "close"})(
+            scope, receive, send
+        )
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP server rejects such a request before it gets here
+    return None
