@@ -164,7 +164,12 @@ def _hold_worker(client, state, seconds):
         time.sleep(0.01)
 
 
-def test_full_model_queue_answers_503_then_recovers(tiny_atlas):
+# both live endpoints: /inference/activations is answered by the lean ASGI path, /inference/feature by its route
+LIVE = [("/inference/feature", GOOD), ("/inference/activations", {"text": "x = 1\n", "dictionaries": ["mlp-sae"]})]
+
+
+@pytest.mark.parametrize("path, payload", LIVE)
+def test_full_model_queue_answers_503_then_recovers(tiny_atlas, path, payload):
     from fastapi.testclient import TestClient
 
     from saescope.api.app import create_app
@@ -173,17 +178,19 @@ def test_full_model_queue_answers_503_then_recovers(tiny_atlas):
     with TestClient(app, raise_server_exceptions=False) as c:
         state = app.state.saescope
         _hold_worker(c, state, 1.0)
-        body = _err(c.post(f"{API}/inference/feature", json=GOOD), 503)
-        assert "busy" in body["error"]
+        res = c.post(f"{API}{path}", json=payload)
+        body = _err(res, 503)
+        assert "busy" in body["error"] and res.headers["retry-after"] == "1"
         deadline = time.time() + 10
         while state.worker.pending and time.time() < deadline:
             time.sleep(0.05)
-        assert c.post(f"{API}/inference/feature", json=GOOD).status_code == 200
+        assert c.post(f"{API}{path}", json=payload).status_code == 200
         # read endpoints never wait for the model
         assert c.get(f"{API}/dictionaries").status_code == 200
 
 
-def test_slow_model_work_answers_504_and_the_worker_stays_usable(tiny_atlas):
+@pytest.mark.parametrize("path, payload", LIVE)
+def test_slow_model_work_answers_504_and_the_worker_stays_usable(tiny_atlas, path, payload):
     from fastapi.testclient import TestClient
 
     from saescope.api.app import create_app
@@ -191,16 +198,16 @@ def test_slow_model_work_answers_504_and_the_worker_stays_usable(tiny_atlas):
     app = create_app(make_settings(tiny_atlas, max_queue=4, request_timeout_s=0.5))
     with TestClient(app, raise_server_exceptions=False) as c:
         state = app.state.saescope
-        assert c.post(f"{API}/inference/feature", json=GOOD).status_code == 200  # loads the engine
+        assert c.post(f"{API}{path}", json=payload).status_code == 200  # loads the engine
         _hold_worker(c, state, 1.2)
         started = time.time()
-        body = _err(c.post(f"{API}/inference/feature", json=GOOD), 504)
+        body = _err(c.post(f"{API}{path}", json=payload), 504)
         assert "0.5" in body["error"] and time.time() - started < 1.1
         deadline = time.time() + 10
         while state.worker.pending and time.time() < deadline:
             time.sleep(0.05)
         assert state.worker.pending == 0  # the timed-out job was dropped, not left hanging
-        assert c.post(f"{API}/inference/feature", json=GOOD).status_code == 200
+        assert c.post(f"{API}{path}", json=payload).status_code == 200
 
 
 def test_concurrent_requests_all_get_answers(client):

@@ -1,5 +1,7 @@
 """The FastAPI application: `create_app(settings)` wires the store reader, the live engine, the
-routers under `/api/v1`, the JSON error handlers and the static frontend.
+routers under `/api/v1`, the JSON error handlers, the ASGI middlewares in front of them (the body
+size limit outermost, then the lean paths for live inference and stored feature pages) and the
+static frontend.
 
 Owns application assembly only: routers hold the endpoints, `runtime` the engine and model worker,
 `errors` the error mapping, `store.reader` the SQL. The app is read-only: no endpoint writes to the
@@ -19,9 +21,9 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from saescope.api.body_limit import RequestBodyLimit
 from saescope.api.deps import AppState
 from saescope.api.errors import install_error_handlers
-from saescope.api.body_limit import RequestBodyLimit
 from saescope.api.inference_fast_path import InferenceFastPath
 from saescope.api.page_fast_path import FeaturePageFastPath
 from saescope.api.routers import dictionaries, features, inference, interventions, meta

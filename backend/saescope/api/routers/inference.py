@@ -2,7 +2,9 @@
 
 Dictionary ids are resolved against the store first (404 for unknown or not-ready ones; indexed
 point lookups, run on the event loop: cheaper than a thread hop) and text length is checked before a
-request takes a model queue slot; model work runs on the model thread (ModelWorker).
+request takes a model queue slot; model work runs on the model thread (ModelWorker). A valid
+`/inference/activations` request is usually answered by `InferenceFastPath` in front of FastAPI,
+through the same `activations_answer`.
 """
 
 from __future__ import annotations
