@@ -248,3 +248,23 @@ def test_inference_fast_path_answers_valid_requests_without_the_route(client, mo
     res = client.post(f"{API}/inference/activations", json={"text": TEXT, "top_k": -1})
     assert res.status_code == 422 and res.json()["field"] == "body.top_k"
     assert routed == [f"{API}/inference/activations"]
+
+
+def test_objects_built_at_start_up_and_by_the_model_load_are_kept_out_of_gc_passes(tiny_atlas):
+    """After start-up, and again after the engine loads lazily, the objects the server holds are
+    frozen (`gc.freeze`), so full collections do not walk the imported libraries and the model."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from api_atlas import make_settings
+    from saescope.api.app import create_app
+
+    gc.unfreeze()
+    app = create_app(make_settings(tiny_atlas).model_copy(update={"preload_engine": False}))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        after_start = gc.get_freeze_count()
+        assert after_start > 10_000  # the imported libraries at least
+        assert not app.state.saescope.holder.loaded
+        assert c.post(f"{API}/inference/activations", json={"text": TEXT}).status_code == 200
+        assert gc.get_freeze_count() > after_start  # the model loaded since

@@ -27,7 +27,7 @@ from saescope.api.errors import install_error_handlers
 from saescope.api.inference_fast_path import InferenceFastPath
 from saescope.api.page_fast_path import FeaturePageFastPath
 from saescope.api.routers import dictionaries, features, inference, interventions, meta
-from saescope.api.runtime import EngineHolder, ModelWorker
+from saescope.api.runtime import EngineHolder, ModelWorker, freeze_long_lived_objects
 from saescope.api.settings import ApiSettings
 from saescope.store.reader import StoreReader
 
@@ -118,6 +118,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 await worker.run(preload, timeout_s=None)
             except Exception as exc:  # the read API still works without the engine
                 log.error("could not preload the engine (%s); live endpoints will retry on use", exc)
+        freeze_long_lived_objects()  # what start-up built lives as long as the server
         try:
             yield
         finally:
