@@ -251,7 +251,7 @@ class Engine:
                 by_hook.setdefault(entry.hook_name, []).append(entry)
             remaining = set(by_hook)
 
-            def make_hook(entries: list[LoadedDictionary]) -> Any:
+            def make_hook(hook_name: str, entries: list[LoadedDictionary]) -> Any:
                 def hook_fn(act: Tensor, hook: Any) -> None:
                     for entry in entries:
                         x = flatten_hook_activation(act, entry.hook_head_index)
@@ -259,13 +259,13 @@ class Engine:
                         f = entry.dictionary.encode(x.to(weight.dtype))  # [batch, pos, d_sae]
                         f[:, 0] = 0.0
                         out[entry.id] = reduce(f.float())
-                    remaining.discard(hook.name)
+                    remaining.discard(hook_name)
                     if not remaining:
                         raise _ForwardDone
 
                 return hook_fn
 
-            hooks = [(name, make_hook(entries)) for name, entries in by_hook.items()]
+            hooks = [(name, make_hook(name, entries)) for name, entries in by_hook.items()]
             with self.model.hooks(fwd_hooks=hooks):
                 try:
                     self.model(tokens, return_type=None)
