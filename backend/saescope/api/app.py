@@ -1,7 +1,7 @@
 """The FastAPI application: `create_app(settings)` wires the store reader, the live engine, the
-routers under `/api/v1`, the JSON error handlers, the ASGI middlewares in front of them (the body
-size limit outermost, then the lean paths for live inference and stored feature pages) and the
-static frontend.
+routers under `/api/v1`, the JSON error handlers, the ASGI middlewares in front of them (the lean
+path for stored feature pages first, then the body size limit, then the lean path for live
+inference) and the static frontend.
 
 Owns application assembly only: routers hold the endpoints, `runtime` the engine and model worker,
 `errors` the error mapping, `store.reader` the SQL. The app is read-only: no endpoint writes to the
@@ -138,10 +138,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.saescope = state
     mount_offline_docs(app)
     install_error_handlers(app)
+    # the last added runs first: stored pages (GET, no body) are answered before anything else looks
+    # at the request; the body limit comes before anything that reads a body
+    if settings.fast_paths:
+        app.add_middleware(InferenceFastPath, state=state, prefix=API_PREFIX)
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.fast_paths:
         app.add_middleware(FeaturePageFastPath, reader=reader, prefix=API_PREFIX)
-        app.add_middleware(InferenceFastPath, state=state, prefix=API_PREFIX)
-    app.add_middleware(RequestBodyLimit, max_bytes=settings.limits.max_body_bytes)  # outermost: added last
     for module in (meta, dictionaries, features, inference, interventions):
         app.include_router(module.router, prefix=API_PREFIX)
 

@@ -1,9 +1,10 @@
 """The request-body size limit, enforced before anything reads or parses a body.
 
-Owns `RequestBodyLimit`, the outermost ASGI middleware: a request with a body (POST, PUT, PATCH)
-whose declared Content-Length exceeds `limits.max_body_bytes` gets a 413 JSON error at once, without
-its body being read; a body sent without a length (chunked) is read up to the limit and refused as
-soon as it passes it, else handed on unchanged. Without it a client could make the server buffer
+Owns `RequestBodyLimit`, the ASGI middleware in front of everything that reads a request body
+(only the lean path for stored pages, which answers bodiless GETs, runs before it). A request with
+a body (POST, PUT, PATCH) whose declared Content-Length exceeds `limits.max_body_bytes` gets a 413
+JSON error at once, without its body being read; a body sent without a length (chunked) is read up
+to the limit and refused as soon as it passes it, else handed on unchanged. Without it a client could make the server buffer
 gigabytes before the text-length check (422) ever ran.
 """
 
