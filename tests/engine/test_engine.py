@@ -82,6 +82,34 @@ def test_the_forward_ends_right_after_the_last_hook_needed(engine, tiny_lm):
     assert not any(hp.fwd_hooks for hp in tiny_lm.hook_dict.values())
 
 
+def test_engine_removes_only_its_own_hooks(engine, tiny_lm, monkeypatch):
+    """Hooks that other code put on the model (here one on the hook point the engine uses and one
+    elsewhere) stay registered and keep running through the engine's calls; the engine's are gone,
+    removed one by one (never by walking every hook point of the model, ~1 ms at GPT-2 size)."""
+
+    def walk_all(*args, **kwargs):
+        raise AssertionError("reset_hooks walked every hook point")
+
+    monkeypatch.setattr(tiny_lm, "reset_hooks", walk_all)
+    seen = []
+    same_point = tiny_lm.hook_dict["blocks.0.mlp.hook_post"]
+    elsewhere = tiny_lm.hook_dict["blocks.0.hook_resid_pre"]
+    same_point.add_hook(lambda act, hook: seen.append("same"))
+    elsewhere.add_hook(lambda act, hook: seen.append("elsewhere"))
+    try:
+        ids = engine.tokenize(TEXT)
+        engine.feature_activations(ids, ["sae"])
+        engine.generate(ids, 2, 0.0, 0, [FeatureIntervention("sae", 1, "add", 1.0)])
+        engine.ablate(ids, "sae", 1)
+        assert len(same_point.fwd_hooks) == 1 and len(elsewhere.fwd_hooks) == 1
+        assert seen.count("same") >= 1 and seen.count("elsewhere") >= 1
+    finally:
+        same_point.remove_hooks()
+        elsewhere.remove_hooks()
+        monkeypatch.undo()
+    assert not any(hp.fwd_hooks for hp in tiny_lm.hook_dict.values())
+
+
 def test_top_features_are_sorted_positive_and_empty_at_bos(engine):
     ids = engine.tokenize(TEXT)
     top = engine.top_features(ids, ["sae"], top_k=3)["sae"]

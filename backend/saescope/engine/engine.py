@@ -15,7 +15,8 @@ may be shared by threads; model work runs under `torch.inference_mode()` (no aut
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -266,7 +267,7 @@ class Engine:
                 return hook_fn
 
             hooks = [(name, make_hook(name, entries)) for name, entries in by_hook.items()]
-            with self.model.hooks(fwd_hooks=hooks):
+            with temporary_hooks(self.model, hooks):
                 try:
                     self.model(tokens, return_type=None)
                 except _ForwardDone:
@@ -404,7 +405,7 @@ class Engine:
         sequence = prompt
         cache = HookedTransformerKeyValueCache.init_cache(self.model.cfg, self.device, 1)
         cached = 0  # positions whose keys and values are in `cache`
-        with self.model.hooks(fwd_hooks=hooks):
+        with temporary_hooks(self.model, hooks):
             for _ in range(n_tokens):
                 if sequence.shape[1] <= self.n_ctx:
                     window.start = cached
@@ -445,10 +446,10 @@ class Engine:
                 f[0] = 0.0
                 captured["f"] = f.cpu()
 
-            with self.model.hooks(fwd_hooks=[(entry.hook_name, grab)]):
+            with temporary_hooks(self.model, [(entry.hook_name, grab)]):
                 clean = self.model(tokens)[0].float().cpu()  # [pos, d_vocab]
             removal = self._intervention_hooks([FeatureIntervention(dictionary_id, index, "ablate", 0.0)])
-            with self.model.hooks(fwd_hooks=removal):
+            with temporary_hooks(self.model, removal):
                 ablated = self.model(tokens)[0].float().cpu()
             diff = torch.log_softmax(ablated, dim=-1) - torch.log_softmax(clean, dim=-1)  # next-token predictions
             ids = tokens[0].cpu()
@@ -480,6 +481,24 @@ def _summarise_rows(f: Tensor, top_k: int) -> tuple[list, list, list, list, list
         l0,
         n_pos,
     )
+
+
+@contextmanager
+def temporary_hooks(model: Any, hooks: Sequence[tuple[str, Any]]) -> Iterator[None]:
+    """Forward hooks `(hook point name, fn(act, hook))` on `model` while the block runs; on exit it
+    removes exactly these, touching no other hook point. (`model.hooks()` walks every hook point of
+    the model on exit: 280 of them at GPT-2 size, about 1 ms a call, 0.1 ms for the built-in model.)"""
+    added: list[tuple[Any, Any]] = []
+    try:
+        for name, fn in hooks:
+            point = model.hook_dict[name]
+            point.add_hook(fn, dir="fwd")
+            added.append((point, point.fwd_hooks[-1]))
+        yield
+    finally:
+        for point, handle in reversed(added):
+            handle.hook.remove()
+            point.fwd_hooks.remove(handle)
 
 
 class _ForwardDone(Exception):
