@@ -4,18 +4,16 @@ Owns `RequestBodyLimit`, the ASGI middleware in front of everything that reads a
 (only the lean path for stored pages, which answers bodiless GETs, runs before it). A request with
 a body (POST, PUT, PATCH) whose declared Content-Length exceeds `limits.max_body_bytes` gets a 413
 JSON error at once, without its body being read; a body sent without a length (chunked) is read up
-to the limit and refused as soon as it passes it, else handed on unchanged. Without it a client could make the server buffer
-gigabytes before the text-length check (422) ever ran.
+to the limit and refused as soon as it passes it, else handed on unchanged. Without it a client
+could make the server buffer gigabytes before the text-length check (422) ever ran.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi.responses import JSONResponse
-
 from saescope.api.asgi_body import BodyTooLarge, read_body, replay_body
-from saescope.api.errors import error_body
+from saescope.api.errors import json_error
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -49,9 +47,7 @@ class RequestBodyLimit:
 
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, size: str) -> None:
         message = f"request body is {size}; this server accepts at most {self.max_bytes} bytes (limits.max_body_bytes)"
-        await JSONResponse(error_body(message, "body"), status_code=413, headers={"Connection": "close"})(
-            scope, receive, send
-        )
+        await json_error(413, message, "body", {"Connection": "close"})(scope, receive, send)
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -35,7 +35,8 @@ def error_body(message: str, field: str | None = None) -> dict[str, Any]:
     return {"error": message, "field": field}
 
 
-def _json(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def json_error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The API's JSON error answer `{"error": message, "field": field}` with `status`."""
     return JSONResponse(status_code=status, content=error_body(message, field), headers=headers)
 
 
@@ -68,22 +69,22 @@ def known_error_response(exc: Exception, path: str) -> JSONResponse:
     `path`; any other exception gets the last-resort 500. (Shared by the exception handlers and the
     lean ASGI paths, which answer these errors themselves.)"""
     if isinstance(exc, InputError):
-        return _json(422, str(exc), exc.field)
+        return json_error(422, str(exc), exc.field)
     if isinstance(exc, NotFoundError):
-        return _json(404, str(exc), getattr(exc, "field", None))
+        return json_error(404, str(exc), getattr(exc, "field", None))
     if isinstance(exc, SaescopeError):
         log.error("server-side saescope error on %s: %s", path, exc)
-        return _json(500, str(exc), None)
+        return json_error(500, str(exc), None)
     if isinstance(exc, QueueFullError):
-        return _json(503, str(exc) or "the model is busy: retry in a moment", None, {"Retry-After": "1"})
+        return json_error(503, str(exc) or "the model is busy: retry in a moment", None, {"Retry-After": "1"})
     if isinstance(exc, RequestTimeoutError):
-        return _json(504, str(exc) or "the model request timed out", None)
+        return json_error(504, str(exc) or "the model request timed out", None)
     return unexpected_error_response(exc, path)
 
 
 def unexpected_error_response(exc: Exception, path: str) -> JSONResponse:
     log.error("unexpected error on %s", path, exc_info=exc)
-    return _json(500, f"internal error ({type(exc).__name__}); see the server log", None)
+    return json_error(500, f"internal error ({type(exc).__name__}); see the server log", None)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -93,11 +94,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if not errors:
-            return _json(422, "invalid request", None)
+            return json_error(422, "invalid request", None)
         status, message, field = validation_message(errors[0])
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        return _json(status, message, field)
+        return json_error(status, message, field)
 
     @app.exception_handler(InputError)
     @app.exception_handler(NotFoundError)
@@ -109,11 +110,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(json.JSONDecodeError)
     async def _bad_json(request: Request, exc: json.JSONDecodeError) -> JSONResponse:
-        return _json(400, f"request body is not valid JSON: {exc.msg} at position {exc.pos}", "body")
+        return json_error(400, f"request body is not valid JSON: {exc.msg} at position {exc.pos}", "body")
 
     @app.exception_handler(UnicodeDecodeError)
     async def _bad_utf8(request: Request, exc: UnicodeDecodeError) -> JSONResponse:
-        return _json(400, f"request body is not valid UTF-8 (byte {exc.start}): send UTF-8 JSON", "body")
+        return json_error(400, f"request body is not valid UTF-8 (byte {exc.start}): send UTF-8 JSON", "body")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -122,7 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and message == "There was an error parsing the body":
             # FastAPI's answer to bodies it cannot decode (invalid UTF-8, broken form data)
             message, field = "request body could not be parsed: send a UTF-8 JSON object", "body"
-        return _json(exc.status_code, message, field, getattr(exc, "headers", None))
+        return json_error(exc.status_code, message, field, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -410,7 +410,7 @@ def batchtopk_step(
     """BatchTopK: keep the k*B largest positive pre-activations of the whole batch.
 
     `extra["min_kept"]` is the smallest kept activation (for the inference threshold EMA)."""
-    B, S = x.shape[0], params.d_sae
+    B = x.shape[0]
     with torch.no_grad():
         x_in = x - params.b_dec if apply_b_dec_to_input else x
         pre = torch.addmm(params.b_enc, x_in, params.W_encT.t())  # [B, S]

@@ -32,7 +32,7 @@ from saescope.activations.hooks import (
 from saescope.corpus.packing import bos_token_id
 from saescope.devices import resolve_device
 from saescope.dictionaries.base import Dictionary
-from saescope.engine.top_features import firing_counts, sorted_top_k
+from saescope.engine.top_features import summarise_rows
 from saescope.errors import ConfigError, InputError, NotFoundError
 
 InterventionMode = Literal["add", "clamp", "ablate"]
@@ -302,7 +302,7 @@ class Engine:
         lengths = [len(s) for s in sequences]
         width = max(lengths)
         padded = [list(s) + [self.bos_id] * (width - len(s)) for s in sequences]
-        summaries = self._forward_features(padded, dictionary_ids, lambda f: _summarise_rows(f, top_k))
+        summaries = self._forward_features(padded, dictionary_ids, lambda f: summarise_rows(f, top_k))
         results: list[dict[str, TopFeatures]] = [{} for _ in sequences]
         for dictionary_id in dictionary_ids:
             values_all, indices_all, totals_all, l0_all, n_pos_all = summaries[dictionary_id]
@@ -462,25 +462,6 @@ class Engine:
                 activations=[float(a) for a in f], delta_logprob=delta, mean_delta=mean_delta,
                 firing_positions=firing,
             )
-
-
-def _summarise_rows(f: Tensor, top_k: int) -> tuple[list, list, list, list, list]:
-    """(top values, their indices, totals, firing counts, firing entries among the top values) of
-    f [batch, pos, d_sae], as nested lists [batch][pos](...)."""
-    batch, width, d_sae = f.shape
-    rows = f.reshape(batch * width, d_sae)
-    k = min(top_k, d_sae)
-    values, indices = sorted_top_k(rows, k)  # largest first
-    totals = rows.sum(dim=-1).view(batch, width).cpu().tolist()
-    l0 = firing_counts(rows).view(batch, width).cpu().tolist()  # baselines (PCA, neurons) can be negative
-    n_pos = (values > 0).sum(dim=-1).view(batch, width).cpu().tolist()  # firing ones lead each row
-    return (
-        values.view(batch, width, k).cpu().tolist(),
-        indices.view(batch, width, k).cpu().tolist(),
-        totals,
-        l0,
-        n_pos,
-    )
 
 
 @contextmanager

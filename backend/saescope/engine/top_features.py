@@ -7,6 +7,7 @@ d_sae activations and the model+SAE forward itself takes a few milliseconds, so 
   at 128 x 2048, k 5 (0.2 vs 0.7 ms on this machine), same values.
 - `firing_counts`: `f > 0` counted through a float comparison output (a bool reduction is about
   6x slower on CPU).
+- `summarise_rows`: both, plus per-token totals, as the nested lists the engine hands out.
 """
 
 from __future__ import annotations
@@ -47,3 +48,22 @@ def sorted_top_k(f: Tensor, k: int) -> tuple[Tensor, Tensor]:
 def firing_counts(f: Tensor) -> Tensor:
     """Number of entries > 0 in each row of f [R, S] (int64 [R])."""
     return torch.gt(f, 0, out=torch.empty_like(f)).sum(dim=1).long()
+
+
+def summarise_rows(f: Tensor, top_k: int) -> tuple[list, list, list, list, list]:
+    """(top values, their indices, totals, firing counts, firing entries among the top values) of
+    f [batch, pos, d_sae], as nested lists [batch][pos](...)."""
+    batch, width, d_sae = f.shape
+    rows = f.reshape(batch * width, d_sae)
+    k = min(top_k, d_sae)
+    values, indices = sorted_top_k(rows, k)  # largest first
+    totals = rows.sum(dim=-1).view(batch, width).cpu().tolist()
+    l0 = firing_counts(rows).view(batch, width).cpu().tolist()  # baselines (PCA, neurons) can be negative
+    n_pos = (values > 0).sum(dim=-1).view(batch, width).cpu().tolist()  # firing ones lead each row
+    return (
+        values.view(batch, width, k).cpu().tolist(),
+        indices.view(batch, width, k).cpu().tolist(),
+        totals,
+        l0,
+        n_pos,
+    )
