@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saescope.engine.top_features import LANE_GROUP, firing_counts, sorted_top_k
+from saescope.engine.top_features import LANE_GROUP, firing_counts, sorted_top_k, summarise_rows
 
 
 def _rows(kind: str, R: int = 64, S: int = 2048) -> torch.Tensor:
@@ -44,3 +44,17 @@ def test_sorted_top_k_falls_back_to_torch_for_small_or_odd_widths():
 def test_firing_counts_count_positive_entries_only():
     f = torch.tensor([[0.0, 1.0, -2.0, 3.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 0.5, 0.5, 0.5]])
     assert firing_counts(f).tolist() == [2, 0, 3]
+
+
+@pytest.mark.parametrize("kind", ["sparse", "silent", "ties", "dense"])
+def test_summarise_rows_counts_the_firing_entries_among_the_top_values(kind):
+    f = _rows(kind, R=12).view(2, 6, -1)
+    values, indices, totals, l0, n_pos = summarise_rows(f, 5)
+    rows = f.reshape(12, -1)
+    assert [v for b in values for v in b] == rows.topk(5, dim=1).values.tolist()
+    assert [c for b in l0 for c in b] == (rows > 0).sum(dim=1).tolist()
+    assert [n for b in n_pos for n in b] == [sum(v > 0 for v in row) for b in values for row in b]
+    assert torch.allclose(torch.tensor(totals).view(-1), rows.sum(dim=1))
+    assert [[f[b, p, i].item() for i in indices[b][p]] for b in range(2) for p in range(6)] == [
+        row for b in values for row in b
+    ]

@@ -157,6 +157,33 @@ def test_dictionary_brief_is_cached_for_at_most_its_ttl(tmp_path, model, context
     reader.close()
 
 
+def test_briefs_of_a_model_are_cached_for_at_most_their_ttl(tmp_path, model, contexts, monkeypatch):
+    """Live requests that name no dictionary see a newly published one once the TTL has passed; the
+    briefs match `get_dictionary_brief` and come in `list_dictionaries` order."""
+    import saescope.store.reader as reader_module
+
+    now = [1000.0]
+    monkeypatch.setattr(reader_module.time, "monotonic", lambda: now[0])
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("b", make_sae(32, 4, HOOK, 1))],
+                           contexts, PrecomputeConfig(**FAST))
+    reader = StoreReader.from_url(url)
+    assert reader.ready_dictionary_briefs("tiny") == [reader.get_dictionary_brief("b")]
+    assert reader.ready_dictionary_briefs("other") == []
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("a", make_sae(32, 3, HOOK, 2))],
+                           contexts, PrecomputeConfig(**FAST))
+    now[0] += reader_module.BRIEF_TTL_S / 2
+    assert [b["id"] for b in reader.ready_dictionary_briefs("tiny")] == ["b"]  # within the TTL
+    now[0] += reader_module.BRIEF_TTL_S
+    briefs = reader.ready_dictionary_briefs("tiny")
+    assert [b["id"] for b in briefs] == [d["id"] for d in reader.list_dictionaries("tiny")] == ["a", "b"]
+    assert briefs == [reader.get_dictionary_brief("a"), reader.get_dictionary_brief("b")]
+    assert reader.ready_dictionary_briefs(None) == briefs
+    briefs[0]["d_sae"] = -1  # callers get copies: the cache is not theirs to change
+    assert reader.ready_dictionary_briefs("tiny")[0]["d_sae"] == 3
+    reader.close()
+
+
 def test_pages_can_be_turned_off_and_are_then_rendered_live(tmp_path, model, contexts):
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
     precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],

@@ -237,12 +237,13 @@ def _build_statements() -> dict[str, Any]:
         .join(DictionaryRow, DictionaryRow.id == FeaturePageRow.dictionary_id)
         .where(FeaturePageRow.dictionary_id == d, FeaturePageRow.index == i, DictionaryRow.status == _READY)
     )
-    brief = select(
+    briefs = select(
         DictionaryRow.id, DictionaryRow.model_id, DictionaryRow.hook_name, DictionaryRow.d_sae,
         DictionaryRow.weights_path, DictionaryRow.created_at,
-    ).where(DictionaryRow.id == d, DictionaryRow.status == _READY)
+    ).where(DictionaryRow.status == _READY)
     return {
-        "brief": brief,
+        "brief": briefs.where(DictionaryRow.id == d),
+        "briefs": briefs,
         "page": page,
         "feature": feature,
         "explanations": explanations,
@@ -257,8 +258,8 @@ class StoreReader:
 
     Caches only what cannot change while the store is served: a model's vocabulary, feature labels
     keyed by the dictionary's publication time, and token-string JSON of contexts keyed by their
-    token ids (bounded); and, for at most `BRIEF_TTL_S`, the brief of a dictionary that live
-    requests look up.
+    token ids (bounded); and, for at most `BRIEF_TTL_S`, the briefs of the dictionaries that live
+    requests look up (by id, or all of a model's).
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -270,6 +271,7 @@ class StoreReader:
         self._labels_cache: dict[tuple[str, str], list[str]] = {}
         self._fragments: dict[tuple[str, str], str] = {}
         self._briefs: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (monotonic time, brief)
+        self._model_briefs: dict[str | None, tuple[float, list[dict[str, Any]]]] = {}  # model id -> same
         self._pages_table_seen_at: float | None = None  # monotonic time the pages table was last looked for
         self._has_pages_table = False
 
@@ -359,6 +361,26 @@ class StoreReader:
             self._briefs.clear()
         self._briefs[dictionary_id] = (now, brief)
         return dict(brief)
+
+    def ready_dictionary_briefs(self, model_id: str | None) -> list[dict[str, Any]]:
+        """Briefs (as `get_dictionary_brief` gives) of the ready dictionaries of `model_id` (of every
+        model when None), ordered like `list_dictionaries`. Answers from a cache at most
+        `BRIEF_TTL_S` old, for live requests that name no dictionary: `list_dictionaries` decodes
+        every metrics column, 0.1-1 ms a request."""
+        now = time.monotonic()
+        cached = self._model_briefs.get(model_id)
+        if cached is not None and now - cached[0] < BRIEF_TTL_S:
+            return [dict(b) for b in cached[1]]
+        query = self._q["briefs"]
+        if model_id is not None:
+            query = query.where(DictionaryRow.model_id == model_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(DictionaryRow.hook_name, DictionaryRow.id)).mappings().all()
+        briefs = [{**row, "created_at": _aware(row["created_at"])} for row in rows]
+        if len(self._model_briefs) >= 64:
+            self._model_briefs.clear()
+        self._model_briefs[model_id] = (now, briefs)
+        return [dict(b) for b in briefs]
 
     # ------------------------------------------------------------------ features
 

@@ -84,7 +84,7 @@ async def activations_answer(state: AppState, request: schemas.ActivationsReques
     if request.top_k > limits.max_top_k:
         raise InputError(f"top_k is {request.top_k}; at most {limits.max_top_k} here", field="body.top_k")
     if request.dictionaries is None:
-        infos = state.reader.list_dictionaries(state.holder.served_model_id())
+        infos = state.reader.ready_dictionary_briefs(state.holder.served_model_id())
     else:
         ids = list(dict.fromkeys(request.dictionaries))
         if len(ids) > limits.max_dictionaries:
