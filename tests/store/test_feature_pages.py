@@ -21,6 +21,21 @@ FAST = dict(progress=False, umap=True, top_k=3, n_intervals=2, examples_per_inte
             contexts_per_batch=8, neighbours_k=3)
 
 
+@pytest.fixture
+def clock(monkeypatch):
+    """The store reader's monotonic clock, frozen: a one-item list the test moves by hand."""
+    import saescope.store.reader as reader_module
+
+    now = [1000.0]
+    monkeypatch.setattr(reader_module.time, "monotonic", lambda: now[0])
+    return now
+
+
+def _publish(url: str, model, contexts, dictionary_id: str, d_sae: int, seed: int) -> None:
+    entry = DictionaryEntry(dictionary_id, make_sae(32, d_sae, HOOK, seed))
+    precompute_and_publish(url, model, ModelInfo(id="tiny"), [entry], contexts, PrecomputeConfig(**FAST))
+
+
 def _stored_pages(url: str) -> dict[tuple[str, int], bytes]:
     engine = create_store_engine(url)
     with engine.connect() as c:
@@ -132,21 +147,18 @@ def test_pages_on_postgresql(pg_url, model, contexts):
     reader.close()
 
 
-def test_dictionary_brief_is_cached_for_at_most_its_ttl(tmp_path, model, contexts, monkeypatch):
+def test_dictionary_brief_is_cached_for_at_most_its_ttl(tmp_path, model, contexts, clock):
     """Live requests see a re-published dictionary (new created_at) once the brief's TTL has passed."""
     import saescope.store.reader as reader_module
     from saescope.errors import NotFoundError
 
-    now = [1000.0]
-    monkeypatch.setattr(reader_module.time, "monotonic", lambda: now[0])
+    now = clock
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],
-                           contexts, PrecomputeConfig(**FAST))
+    _publish(url, model, contexts, "d", 4, 1)
     reader = StoreReader.from_url(url)
     first = reader.get_dictionary_brief("d")
     assert first["d_sae"] == 4 and first["hook_name"] == HOOK and first["created_at"].tzinfo is not None
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 6, HOOK, 2))],
-                           contexts, PrecomputeConfig(**FAST))
+    _publish(url, model, contexts, "d", 6, 2)
     now[0] += reader_module.BRIEF_TTL_S / 2
     assert reader.get_dictionary_brief("d") == first  # within the TTL: the cached brief
     now[0] += reader_module.BRIEF_TTL_S
@@ -157,21 +169,18 @@ def test_dictionary_brief_is_cached_for_at_most_its_ttl(tmp_path, model, context
     reader.close()
 
 
-def test_briefs_of_a_model_are_cached_for_at_most_their_ttl(tmp_path, model, contexts, monkeypatch):
+def test_briefs_of_a_model_are_cached_for_at_most_their_ttl(tmp_path, model, contexts, clock):
     """Live requests that name no dictionary see a newly published one once the TTL has passed; the
     briefs match `get_dictionary_brief` and come in `list_dictionaries` order."""
     import saescope.store.reader as reader_module
 
-    now = [1000.0]
-    monkeypatch.setattr(reader_module.time, "monotonic", lambda: now[0])
+    now = clock
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("b", make_sae(32, 4, HOOK, 1))],
-                           contexts, PrecomputeConfig(**FAST))
+    _publish(url, model, contexts, "b", 4, 1)
     reader = StoreReader.from_url(url)
     assert reader.ready_dictionary_briefs("tiny") == [reader.get_dictionary_brief("b")]
     assert reader.ready_dictionary_briefs("other") == []
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("a", make_sae(32, 3, HOOK, 2))],
-                           contexts, PrecomputeConfig(**FAST))
+    _publish(url, model, contexts, "a", 3, 2)
     now[0] += reader_module.BRIEF_TTL_S / 2
     assert [b["id"] for b in reader.ready_dictionary_briefs("tiny")] == ["b"]  # within the TTL
     now[0] += reader_module.BRIEF_TTL_S
