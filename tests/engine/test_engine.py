@@ -37,6 +37,25 @@ def test_tokenize_rejects_empty_and_too_long_text_naming_the_field(engine):
     assert "tokens" in str(err.value) and err.value.field == "body.text"
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_token_ids_outside_the_vocabulary_or_context_are_refused_as_lists_and_as_tensors(engine, as_tensor):
+    ids = engine.tokenize(TEXT)
+    wrap = (lambda x: torch.tensor(x)) if as_tensor else (lambda x: x)
+    want = engine.feature_activations(torch.tensor(ids), ["sae"])["sae"]
+    assert torch.equal(engine.feature_activations(wrap(ids), ["sae"])["sae"], want)
+    assert torch.equal(engine.feature_activations(wrap([ids, ids]), ["sae"])["sae"][1], want[0])
+    bad = [
+        ("lie in", ids[:3] + [engine.d_vocab]),
+        ("lie in", [ids, [-1] + ids[1:]]),
+        ("exceed the model context", [ids[0]] * (engine.n_ctx + 1)),
+        ("non-empty", []),
+    ]
+    for message, token_ids in bad:
+        with pytest.raises(InputError, match=message) as err:
+            engine.feature_activations(wrap(token_ids), ["sae"])
+        assert err.value.field == "tokens"
+
+
 def test_feature_activations_equal_a_manual_cache_and_encode_with_bos_zeroed(engine, tiny_lm, tiny_sae):
     ids = engine.tokenize(TEXT)
     got = engine.feature_activations(ids, ["sae"])["sae"][0]

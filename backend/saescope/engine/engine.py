@@ -214,7 +214,20 @@ class Engine:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids))
 
-    def _as_batch(self, token_ids: Sequence[int] | Tensor) -> Tensor:
+    def _as_batch(self, token_ids: Sequence[int] | Sequence[Sequence[int]] | Tensor) -> Tensor:
+        """`[batch, pos]` token ids as a long tensor on the engine's device; InputError when they are
+        empty, longer than the context or outside the vocabulary. Lists of Python ints (what the API
+        hands over) are checked in Python before one tensor is made: the tensor checks (min, max)
+        cost about 0.07 ms a live request."""
+        rows = _int_rows(token_ids)
+        if rows is not None:
+            if not rows[0]:
+                raise InputError("token ids must be a non-empty [pos] or [batch, pos] list", field="tokens")
+            if len(rows[0]) > self.n_ctx:
+                raise InputError(f"{len(rows[0])} tokens exceed the model context {self.n_ctx}", field="tokens")
+            if min(map(min, rows)) < 0 or max(map(max, rows)) >= self.d_vocab:
+                raise InputError(f"token ids must lie in [0, {self.d_vocab})", field="tokens")
+            return torch.tensor(rows, dtype=torch.long, device=self.device)
         tokens = torch.as_tensor(token_ids, dtype=torch.long)
         if tokens.ndim == 1:
             tokens = tokens.unsqueeze(0)
@@ -462,6 +475,19 @@ class Engine:
                 activations=[float(a) for a in f], delta_logprob=delta, mean_delta=mean_delta,
                 firing_positions=firing,
             )
+
+
+def _int_rows(token_ids: Any) -> list[Sequence[int]] | None:
+    """`token_ids` as equal-length rows of Python ints (a flat list becomes one row), or None when
+    it is anything else (a tensor, NumPy ints, ragged rows): those take the tensor path."""
+    if not isinstance(token_ids, list):
+        return None
+    rows = token_ids if token_ids and isinstance(token_ids[0], (list, tuple)) else [token_ids]
+    width = len(rows[0])
+    for row in rows:
+        if len(row) != width or not all(type(t) is int for t in row):
+            return None
+    return rows
 
 
 @contextmanager
