@@ -217,8 +217,8 @@ class Engine:
     def _as_batch(self, token_ids: Sequence[int] | Sequence[Sequence[int]] | Tensor) -> Tensor:
         """`[batch, pos]` token ids as a long tensor on the engine's device; InputError when they are
         empty, longer than the context or outside the vocabulary. Lists of Python ints (what the API
-        hands over) are checked in Python before one tensor is made: the tensor checks (min, max)
-        cost about 0.07 ms a live request."""
+        hands over) are checked in Python before one tensor is made: right after a forward, checking
+        them as a tensor (min, max) took 0.10 ms, this 0.07 ms, most of it making the tensor."""
         rows = _int_rows(token_ids)
         if rows is not None:
             if not rows[0]:

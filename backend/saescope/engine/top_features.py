@@ -4,9 +4,9 @@ Owns the cheap CPU paths behind `Engine.top_features_batch`, where a 128-token t
 d_sae activations and the model+SAE forward itself takes a few milliseconds, so each 0.1 ms counts:
 
 - `sorted_top_k`: a two-stage top-k over strided lanes (below), faster than `torch.topk` at
-  128 x 2048, k 5: 0.2 vs 0.7 ms on the session-3 Intel machine, 0.24 vs 0.32 ms on the session-5
-  AMD EPYC (where gathering the candidates straight by column took it from 0.25 to 0.17 ms in a
-  quieter minute, interleaved), same values.
+  128 x 2048, k 5 (0.2 vs 0.7 ms on an Intel VM, 0.24 vs 0.32 ms on an AMD EPYC VM), same values.
+  Gathering the candidates straight by column, not through lane and offset arithmetic, took it
+  from 0.25 to 0.17 ms (interleaved, on the AMD VM).
 - `firing_counts`: `f > 0` counted through a float comparison output (a bool reduction is about
   6x slower on CPU).
 - `summarise_rows`: both, plus per-token totals, as the nested lists the engine hands out.
