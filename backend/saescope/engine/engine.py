@@ -220,24 +220,23 @@ class Engine:
         hands over) are checked in Python before one tensor is made: right after a forward, checking
         them as a tensor (min, max) took 0.10 ms, this 0.07 ms, most of it making the tensor."""
         rows = _int_rows(token_ids)
-        if rows is not None:
-            if not rows[0]:
-                raise InputError("token ids must be a non-empty [pos] or [batch, pos] list", field="tokens")
-            if len(rows[0]) > self.n_ctx:
-                raise InputError(f"{len(rows[0])} tokens exceed the model context {self.n_ctx}", field="tokens")
-            if min(map(min, rows)) < 0 or max(map(max, rows)) >= self.d_vocab:
-                raise InputError(f"token ids must lie in [0, {self.d_vocab})", field="tokens")
-            return torch.tensor(rows, dtype=torch.long, device=self.device)
-        tokens = torch.as_tensor(token_ids, dtype=torch.long)
-        if tokens.ndim == 1:
-            tokens = tokens.unsqueeze(0)
-        if tokens.ndim != 2 or tokens.shape[1] == 0:
+        tokens = None
+        if rows is None:
+            tokens = torch.as_tensor(token_ids, dtype=torch.long)
+            if tokens.ndim == 1:
+                tokens = tokens.unsqueeze(0)
+        width = len(rows[0]) if rows is not None else (tokens.shape[1] if tokens.ndim == 2 else 0)
+        if width == 0:
             raise InputError("token ids must be a non-empty [pos] or [batch, pos] list", field="tokens")
-        if tokens.shape[1] > self.n_ctx:
-            raise InputError(f"{tokens.shape[1]} tokens exceed the model context {self.n_ctx}", field="tokens")
-        if int(tokens.min()) < 0 or int(tokens.max()) >= self.d_vocab:
+        if width > self.n_ctx:
+            raise InputError(f"{width} tokens exceed the model context {self.n_ctx}", field="tokens")
+        if rows is not None:
+            low, high = min(map(min, rows)), max(map(max, rows))
+        else:
+            low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= self.d_vocab:
             raise InputError(f"token ids must lie in [0, {self.d_vocab})", field="tokens")
-        return tokens.to(self.device)
+        return torch.tensor(rows, dtype=torch.long, device=self.device) if rows is not None else tokens.to(self.device)
 
     # ------------------------------------------------------------------ activations
 
@@ -318,12 +317,13 @@ class Engine:
         summaries = self._forward_features(padded, dictionary_ids, lambda f: summarise_rows(f, top_k))
         results: list[dict[str, TopFeatures]] = [{} for _ in sequences]
         for dictionary_id in dictionary_ids:
-            values_all, indices_all, totals_all, l0_all, n_pos_all = summaries[dictionary_id]
+            values_all, indices_all, totals_all, l0_all = summaries[dictionary_id]
             k = min(top_k, self.dictionary(dictionary_id).d_sae)
             for b, n in enumerate(lengths):
-                n_pos = n_pos_all[b]
-                per_idx = [ix[:m] if m < k else ix for ix, m in zip(indices_all[b][:n], n_pos[:n])]
-                per_val = [vs[:m] if m < k else vs for vs, m in zip(values_all[b][:n], n_pos[:n])]
+                # the top values come largest first, so the firing ones among them are the first l0
+                l0 = l0_all[b]
+                per_idx = [ix[:m] if m < k else ix for ix, m in zip(indices_all[b][:n], l0[:n])]
+                per_val = [vs[:m] if m < k else vs for vs, m in zip(values_all[b][:n], l0[:n])]
                 results[b][dictionary_id] = TopFeatures(per_idx, per_val, totals_all[b][:n], l0_all[b][:n])
         return results
 

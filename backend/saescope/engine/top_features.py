@@ -61,15 +61,14 @@ def firing_counts(f: Tensor) -> Tensor:
     return torch.gt(f, 0, out=torch.empty_like(f)).sum(dim=1).long()
 
 
-def summarise_rows(f: Tensor, top_k: int) -> tuple[list, list, list, list, list]:
-    """(top values, their indices, totals, firing counts, firing entries among the top values) of
-    f [batch, pos, d_sae], as nested lists [batch][pos](...)."""
+def summarise_rows(f: Tensor, top_k: int) -> tuple[list, list, list, list]:
+    """(top values largest first, their indices, totals, firing counts) of f [batch, pos, d_sae], as
+    nested lists [batch][pos](...). The firing entries among a row's top values are its first
+    min(firing count, k)."""
     batch, width, d_sae = f.shape
     rows = f.reshape(batch * width, d_sae)
     k = min(top_k, d_sae)
     values, indices = sorted_top_k(rows, k)  # largest first
     totals = rows.sum(dim=-1).view(batch, width).tolist()
     l0 = firing_counts(rows).view(batch, width).tolist()  # baselines (PCA, neurons) can be negative
-    # the top values are the largest first, so the firing ones among them are min(l0, k)
-    n_pos = [[min(count, k) for count in row] for row in l0]
-    return values.view(batch, width, k).tolist(), indices.view(batch, width, k).tolist(), totals, l0, n_pos
+    return values.view(batch, width, k).tolist(), indices.view(batch, width, k).tolist(), totals, l0

@@ -22,7 +22,7 @@ import math
 from datetime import datetime, timezone
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -253,6 +253,24 @@ def _build_statements() -> dict[str, Any]:
     }
 
 
+def _brief(row: Any) -> dict[str, Any]:
+    return {**row, "created_at": _aware(row["created_at"])}
+
+
+def _recent(cache: dict[Any, tuple[float, Any]], key: Any, load: Callable[[], Any], limit: int = 1024) -> Any:
+    """`cache[key]`'s value when it is at most `BRIEF_TTL_S` old, else `load()`'s (stored; the whole
+    cache is dropped once it holds `limit` keys). An exception from `load` stores nothing."""
+    now = time.monotonic()
+    cached = cache.get(key)
+    if cached is not None and now - cached[0] < BRIEF_TTL_S:
+        return cached[1]
+    value = load()
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = (now, value)
+    return value
+
+
 class StoreReader:
     """Read-only access to one atlas store. Thread-safe: each call takes its own connection.
 
@@ -270,8 +288,8 @@ class StoreReader:
         self._q = _build_statements()
         self._labels_cache: dict[tuple[str, str], list[str]] = {}
         self._fragments: dict[tuple[str, str], str] = {}
-        self._briefs: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (monotonic time, brief)
-        self._model_briefs: dict[str | None, tuple[float, list[dict[str, Any]]]] = {}  # model id -> same
+        self._briefs: dict[str, tuple[float, Any]] = {}  # id -> (monotonic time, brief)
+        self._model_briefs: dict[str | None, tuple[float, Any]] = {}  # model id -> (time, its briefs)
         self._pages_table_seen_at: float | None = None  # monotonic time the pages table was last looked for
         self._has_pages_table = False
 
@@ -347,40 +365,31 @@ class StoreReader:
 
         Answers from a cache at most `BRIEF_TTL_S` old (every live request looks its dictionaries
         up): a re-published or removed dictionary reaches live endpoints within that time."""
-        now = time.monotonic()
-        cached = self._briefs.get(dictionary_id)
-        if cached is not None and now - cached[0] < BRIEF_TTL_S:
-            return dict(cached[1])
-        with self.engine.connect() as conn:
-            row = conn.execute(self._q["brief"], {"dictionary_id": dictionary_id}).mappings().first()
-        if row is None:
-            self._briefs.pop(dictionary_id, None)
-            raise NotFoundError(f"dictionary {dictionary_id!r} not found (or not ready)")
-        brief = {**row, "created_at": _aware(row["created_at"])}
-        if len(self._briefs) >= 1024:
-            self._briefs.clear()
-        self._briefs[dictionary_id] = (now, brief)
-        return dict(brief)
+
+        def load() -> dict[str, Any]:
+            with self.engine.connect() as conn:
+                row = conn.execute(self._q["brief"], {"dictionary_id": dictionary_id}).mappings().first()
+            if row is None:
+                raise NotFoundError(f"dictionary {dictionary_id!r} not found (or not ready)")
+            return _brief(row)
+
+        return dict(_recent(self._briefs, dictionary_id, load))
 
     def ready_dictionary_briefs(self, model_id: str | None) -> list[dict[str, Any]]:
         """Briefs (as `get_dictionary_brief` gives) of the ready dictionaries of `model_id` (of every
         model when None), ordered like `list_dictionaries`. Answers from a cache at most
         `BRIEF_TTL_S` old, for live requests that name no dictionary: `list_dictionaries` decodes
         every metrics column, 0.1-1 ms a request."""
-        now = time.monotonic()
-        cached = self._model_briefs.get(model_id)
-        if cached is not None and now - cached[0] < BRIEF_TTL_S:
-            return [dict(b) for b in cached[1]]
-        query = self._q["briefs"]
-        if model_id is not None:
-            query = query.where(DictionaryRow.model_id == model_id)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(DictionaryRow.hook_name, DictionaryRow.id)).mappings().all()
-        briefs = [{**row, "created_at": _aware(row["created_at"])} for row in rows]
-        if len(self._model_briefs) >= 64:
-            self._model_briefs.clear()
-        self._model_briefs[model_id] = (now, briefs)
-        return [dict(b) for b in briefs]
+
+        def load() -> list[dict[str, Any]]:
+            query = self._q["briefs"]
+            if model_id is not None:
+                query = query.where(DictionaryRow.model_id == model_id)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(DictionaryRow.hook_name, DictionaryRow.id)).mappings().all()
+            return [_brief(row) for row in rows]
+
+        return [dict(b) for b in _recent(self._model_briefs, model_id, load)]
 
     # ------------------------------------------------------------------ features
 
