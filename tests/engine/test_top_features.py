@@ -1,11 +1,19 @@
-"""The engine's top-k and firing counts equal torch's on sparse, dense, tied and negative rows."""
+"""The engine's top-k, firing counts and totals equal torch's on sparse, dense, tied, negative and
+infinite rows, through the compiled kernels and through the torch ops alike."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from saescope.engine.top_features import LANE_GROUP, firing_counts, sorted_top_k, summarise_rows
+from saescope.engine.top_features import (
+    LANE_GROUP,
+    _summarise_compiled,
+    _summarise_torch,
+    firing_counts,
+    sorted_top_k,
+    summarise_rows,
+)
 
 
 def _rows(kind: str, R: int = 64, S: int = 2048) -> torch.Tensor:
@@ -20,10 +28,18 @@ def _rows(kind: str, R: int = 64, S: int = 2048) -> torch.Tensor:
         return out
     if kind == "ties":  # few distinct values, many ties across lanes
         return torch.randint(0, 4, (R, S), generator=g).float()
+    if kind == "extremes":  # overflowed activations and huge negatives
+        x[:, 5] = float("inf")
+        x[::3, 2000] = float("inf")
+        x[:, 100:200] = -1e30
+        return x
     return x  # dense with negatives (PCA / neuron baselines)
 
 
-@pytest.mark.parametrize("kind", ["sparse", "silent", "ties", "dense"])
+KINDS = ["sparse", "silent", "ties", "dense", "extremes"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("k", [1, 5, 50])
 def test_sorted_top_k_gives_torch_values_in_order_at_their_columns(kind, k):
     f = _rows(kind)
@@ -46,7 +62,28 @@ def test_firing_counts_count_positive_entries_only():
     assert firing_counts(f).tolist() == [2, 0, 3]
 
 
-@pytest.mark.parametrize("kind", ["sparse", "silent", "ties", "dense"])
+@pytest.mark.parametrize("summarise", [_summarise_compiled, _summarise_torch], ids=["compiled", "torch"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("k", [1, 5, 50])
+def test_both_summaries_give_torch_top_values_at_their_columns_counts_and_totals(summarise, kind, k):
+    rows = _rows(kind)
+    values, columns, totals, l0 = (torch.as_tensor(x) for x in summarise(rows, k))
+    assert torch.equal(values, rows.topk(k, dim=1).values)
+    assert torch.equal(rows.gather(1, columns), values)  # each value sits at its column
+    assert all(len(set(row)) == k for row in columns.tolist())  # no column twice
+    assert torch.equal(l0.long(), (rows > 0).sum(dim=1))
+    assert torch.allclose(totals.float(), rows.sum(dim=1), rtol=1e-5, atol=1e-3, equal_nan=True)
+
+
+def test_summarise_rows_takes_the_torch_ops_where_the_width_does_not_split_into_lanes():
+    f = _rows("sparse", R=6, S=LANE_GROUP * 8 + 3).view(2, 3, -1)
+    values, indices, totals, l0 = summarise_rows(f, 5)
+    rows = f.reshape(6, -1)
+    assert [v for b in values for v in b] == rows.topk(5, dim=1).values.tolist()
+    assert [c for b in l0 for c in b] == (rows > 0).sum(dim=1).tolist()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_summarise_rows_counts_the_firing_entries_among_the_top_values(kind):
     f = _rows(kind, R=12).view(2, 6, -1)
     values, indices, totals, l0 = summarise_rows(f, 5)

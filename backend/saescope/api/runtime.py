@@ -209,6 +209,7 @@ class EngineHolder:
 
     def get_engine(self) -> Any:
         from saescope.engine.engine import Engine
+        from saescope.engine.row_kernels import compile_kernels
 
         with self._lock:
             if self._engine is None:
@@ -222,6 +223,7 @@ class EngineHolder:
                     vocab=self.reader.vocab(model_id),
                     model_id=model_id,
                 )
+                compile_kernels()  # ~0.8 s once, here rather than in the first live request
                 freeze_long_lived_objects()  # the model's objects live as long as the server
             return self._engine
 

@@ -9,13 +9,20 @@ d_sae activations and the model+SAE forward itself takes a few milliseconds, so 
   from 0.25 to 0.17 ms (interleaved, on the AMD VM).
 - `firing_counts`: `f > 0` counted through a float comparison output (a bool reduction is about
   6x slower on CPU).
-- `summarise_rows`: both, plus per-token totals, as the nested lists the engine hands out.
+- `summarise_rows`: top-k, firing counts and per-token totals as the nested lists the engine hands
+  out. On a float32 CPU matrix it uses the compiled kernels of `row_kernels` after one torch `amax`
+  for the lane maxima (0.12-0.14 ms at 128 x 2048, k 5, on the Intel VM, against 0.40-0.53 ms for
+  `sorted_top_k`, `firing_counts` and a sum); anything else (a GPU tensor, widths that do not split
+  into lanes) takes the torch ops above.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from saescope.engine.row_kernels import row_totals_and_counts, top_k_from_lanes
 
 LANE_GROUP = 16  # columns per lane: lane w holds columns w, w + S/16, w + 2S/16, ...
 
@@ -64,11 +71,31 @@ def firing_counts(f: Tensor) -> Tensor:
 def summarise_rows(f: Tensor, top_k: int) -> tuple[list, list, list, list]:
     """(top values largest first, their indices, totals, firing counts) of f [batch, pos, d_sae], as
     nested lists [batch][pos](...). The firing entries among a row's top values are its first
-    min(firing count, k)."""
+    min(firing count, k). Both paths give the same values, columns and counts for finite entries
+    (among equal values the columns may differ; totals may differ in the last float32 bits)."""
     batch, width, d_sae = f.shape
     rows = f.reshape(batch * width, d_sae)
     k = min(top_k, d_sae)
+    if rows.device.type == "cpu" and rows.dtype == torch.float32 and d_sae % LANE_GROUP == 0 and d_sae // LANE_GROUP >= k:
+        values, indices, totals, l0 = _summarise_compiled(rows.contiguous(), k)
+    else:
+        values, indices, totals, l0 = _summarise_torch(rows, k)
+    return (
+        values.reshape(batch, width, k).tolist(), indices.reshape(batch, width, k).tolist(),
+        totals.reshape(batch, width).tolist(), l0.reshape(batch, width).tolist(),
+    )
+
+
+def _summarise_compiled(rows: Tensor, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(values, columns, totals, firing counts) of the C-contiguous float32 CPU matrix rows [R, S]."""
+    lane_max = rows.view(rows.shape[0], LANE_GROUP, -1).amax(dim=1)  # one vectorised pass
+    a = rows.numpy()
+    values, columns = top_k_from_lanes(a, lane_max.numpy(), k)
+    totals, l0 = row_totals_and_counts(a)
+    return values, columns, totals, l0
+
+
+def _summarise_torch(rows: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The same as `_summarise_compiled` in torch ops, for any device, dtype and width."""
     values, indices = sorted_top_k(rows, k)  # largest first
-    totals = rows.sum(dim=-1).view(batch, width).tolist()
-    l0 = firing_counts(rows).view(batch, width).tolist()  # baselines (PCA, neurons) can be negative
-    return values.view(batch, width, k).tolist(), indices.view(batch, width, k).tolist(), totals, l0
+    return values, indices, rows.sum(dim=-1), firing_counts(rows)  # baselines (PCA, neurons) can be negative
