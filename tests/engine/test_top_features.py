@@ -77,16 +77,18 @@ def test_both_summaries_give_torch_top_values_at_their_columns_counts_and_totals
 
 def test_summarise_rows_takes_the_torch_ops_where_the_width_does_not_split_into_lanes():
     f = _rows("sparse", R=6, S=LANE_GROUP * 8 + 3).view(2, 3, -1)
-    values, indices, totals, l0 = summarise_rows(f, 5)
+    summaries = summarise_rows(f, 5)
     rows = f.reshape(6, -1)
-    assert [v for b in values for v in b] == rows.topk(5, dim=1).values.tolist()
-    assert [c for b in l0 for c in b] == (rows > 0).sum(dim=1).tolist()
+    assert summaries.values.reshape(6, 5).tolist() == rows.topk(5, dim=1).values.tolist()
+    assert summaries.l0.reshape(6).tolist() == (rows > 0).sum(dim=1).tolist()
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_summarise_rows_counts_the_firing_entries_among_the_top_values(kind):
     f = _rows(kind, R=12).view(2, 6, -1)
-    values, indices, totals, l0 = summarise_rows(f, 5)
+    summaries = summarise_rows(f, 5)
+    values, indices = summaries.values.tolist(), summaries.indices.tolist()
+    totals, l0 = summaries.totals.tolist(), summaries.l0.tolist()
     n_pos = [[min(count, 5) for count in row] for row in l0]  # how the engine reads the firing top values
     rows = f.reshape(12, -1)
     assert [v for b in values for v in b] == rows.topk(5, dim=1).values.tolist()
@@ -96,3 +98,5 @@ def test_summarise_rows_counts_the_firing_entries_among_the_top_values(kind):
     assert [[f[b, p, i].item() for i in indices[b][p]] for b in range(2) for p in range(6)] == [
         row for b in values for row in b
     ]
+    second = summaries.sequence(1, 4)  # one sequence's first rows, as the engine hands them out
+    assert second.values.tolist() == values[1][:4] and second.l0.tolist() == l0[1][:4]

@@ -32,7 +32,7 @@ from saescope.activations.hooks import (
 from saescope.corpus.packing import bos_token_id
 from saescope.devices import resolve_device
 from saescope.dictionaries.base import Dictionary
-from saescope.engine.top_features import summarise_rows
+from saescope.engine.top_features import RowSummaries, summarise_rows
 from saescope.errors import ConfigError, InputError, NotFoundError
 
 InterventionMode = Literal["add", "clamp", "ablate"]
@@ -75,6 +75,16 @@ class TopFeatures:
     values: list[list[float]]
     totals: list[float]  # sum of feature activations per token
     l0: list[int]  # number of firing features per token
+
+    @classmethod
+    def from_summaries(cls, summaries: RowSummaries) -> TopFeatures:
+        """The firing entries among the top values of [pos, k] summaries, as lists."""
+        k = summaries.values.shape[-1]
+        l0 = summaries.l0.tolist()
+        # the top values come largest first, so the firing ones among them are the first l0
+        indices = [ix[:m] if m < k else ix for ix, m in zip(summaries.indices.tolist(), l0)]
+        values = [vs[:m] if m < k else vs for vs, m in zip(summaries.values.tolist(), l0)]
+        return cls(indices, values, summaries.totals.tolist(), l0)
 
 
 @dataclass
@@ -304,7 +314,17 @@ class Engine:
     def top_features_batch(
         self, sequences: Sequence[Sequence[int]], dictionary_ids: Sequence[str], top_k: int
     ) -> list[dict[str, TopFeatures]]:
-        """`top_features` for several token sequences in ONE forward (micro-batching).
+        """`top_features` for several token sequences in ONE forward (micro-batching)."""
+        return [
+            {dictionary_id: TopFeatures.from_summaries(s) for dictionary_id, s in by_dictionary.items()}
+            for by_dictionary in self.top_feature_summaries(sequences, dictionary_ids, top_k)
+        ]
+
+    def top_feature_summaries(
+        self, sequences: Sequence[Sequence[int]], dictionary_ids: Sequence[str], top_k: int
+    ) -> list[dict[str, RowSummaries]]:
+        """Per sequence and dictionary, the `RowSummaries` of its tokens (values / indices [pos, k],
+        totals / l0 [pos]) as NumPy arrays, from ONE forward for all sequences (micro-batching).
 
         Shorter sequences are padded on the right; attention is causal, so padding never changes
         the activations of real positions (up to float rounding of batched matmuls).
@@ -315,17 +335,7 @@ class Engine:
         width = max(lengths)
         padded = [list(s) + [self.bos_id] * (width - len(s)) for s in sequences]
         summaries = self._forward_features(padded, dictionary_ids, lambda f: summarise_rows(f, top_k))
-        results: list[dict[str, TopFeatures]] = [{} for _ in sequences]
-        for dictionary_id in dictionary_ids:
-            values_all, indices_all, totals_all, l0_all = summaries[dictionary_id]
-            k = min(top_k, self.dictionary(dictionary_id).d_sae)
-            for b, n in enumerate(lengths):
-                # the top values come largest first, so the firing ones among them are the first l0
-                l0 = l0_all[b]
-                per_idx = [ix[:m] if m < k else ix for ix, m in zip(indices_all[b][:n], l0[:n])]
-                per_val = [vs[:m] if m < k else vs for vs, m in zip(values_all[b][:n], l0[:n])]
-                results[b][dictionary_id] = TopFeatures(per_idx, per_val, totals_all[b][:n], l0_all[b][:n])
-        return results
+        return [{d: summaries[d].sequence(b, n) for d in dictionary_ids} for b, n in enumerate(lengths)]
 
     # ------------------------------------------------------------------ interventions
 

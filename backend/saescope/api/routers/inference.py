@@ -106,7 +106,7 @@ async def activations_answer(state: AppState, request: schemas.ActivationsReques
             except InputError as exc:  # fails this request only
                 tokenized.append(exc)
         good = [i for i, t in enumerate(tokenized) if not isinstance(t, Exception)]
-        tops = engine.top_features_batch(
+        tops = engine.top_feature_summaries(
             [tokenized[i] for i in good], dictionary_ids, max(items[i][1] for i in good)
         ) if good else []
         out: list[Any] = list(tokenized)
@@ -117,15 +117,15 @@ async def activations_answer(state: AppState, request: schemas.ActivationsReques
     def activations_body(engine: Any, ids: list[int], top_by_dict: dict[str, Any], top_k: int) -> bytes:
         results = []
         for info in infos:
-            top = top_by_dict[info["id"]]
+            top = top_by_dict[info["id"]]  # RowSummaries [pos, k]
             fragments = state.label_fragments.get(info, state.reader.all_labels)
             results.append(
                 {
                     "dictionary_id": info["id"],
                     "hook_name": info["hook_name"],
-                    "per_token": fragments.per_token(top.indices, top.values, top_k),
-                    "token_totals": top.totals,
-                    "token_l0": top.l0,
+                    "per_token": fragments.per_token(top, top_k),
+                    "token_totals": top.totals.tolist(),
+                    "token_l0": top.l0.tolist(),
                 }
             )
         return activations_json(engine.token_strings(ids), ids, results)
