@@ -89,18 +89,17 @@ def _assemble_per_token(
                 out[at] = 44
                 at += 1
             i = indices[r, j]
-            start = starts[i]
-            for b in range(start, start + prefix_lengths[i]):
-                out[at] = table[b]
-                at += 1
-            while numbers[q] != 44 and numbers[q] != 93:  # up to ',' or ']'
-                out[at] = numbers[q]
-                at += 1
-                q += 1
-            q += 1
-            for b in range(start + prefix_lengths[i], start + entry_lengths[i]):
-                out[at] = table[b]
-                at += 1
+            start, middle, end = starts[i], starts[i] + prefix_lengths[i], starts[i] + entry_lengths[i]
+            out[at : at + middle - start] = table[start:middle]
+            at += middle - start
+            number_end = q
+            while numbers[number_end] != 44 and numbers[number_end] != 93:  # up to ',' or ']'
+                number_end += 1
+            out[at : at + number_end - q] = numbers[q:number_end]
+            at += number_end - q
+            q = number_end + 1
+            out[at : at + end - middle] = table[middle:end]
+            at += end - middle
         out[at] = 93  # ]
         at += 1
     out[at] = 93
