@@ -1,6 +1,6 @@
 """Per-token summaries of a feature-activation matrix for live inference: top-k and firing counts.
 
-Owns the cheap CPU paths behind `Engine.top_features_batch`, where a 128-token text has 128 rows of
+Owns the cheap CPU paths behind `Engine.top_feature_summaries`, where a 128-token text has 128 rows of
 d_sae activations and the model+SAE forward itself takes a few milliseconds, so each 0.1 ms counts:
 
 - `sorted_top_k`: a two-stage top-k over strided lanes (below), faster than `torch.topk` at
@@ -9,8 +9,9 @@ d_sae activations and the model+SAE forward itself takes a few milliseconds, so 
   from 0.25 to 0.17 ms (interleaved, on the AMD VM).
 - `firing_counts`: `f > 0` counted through a float comparison output (a bool reduction is about
   6x slower on CPU).
-- `summarise_rows`: top-k, firing counts and per-token totals as NumPy arrays (`RowSummaries`). On a float32 CPU matrix it uses the compiled kernels of `row_kernels` after one torch `amax`
-  for the lane maxima (0.12-0.14 ms at 128 x 2048, k 5, on the Intel VM, against 0.40-0.53 ms for
+- `summarise_rows`: top-k, firing counts and per-token totals as NumPy arrays (`RowSummaries`). On
+  a float32 CPU matrix it uses the compiled kernels of `row_kernels` after one torch `amax` for the
+  lane maxima (0.12-0.14 ms at 128 x 2048, k 5, on the Intel VM, against 0.40-0.53 ms for
   `sorted_top_k`, `firing_counts` and a sum); anything else (a GPU tensor, widths that do not split
   into lanes) takes the torch ops above.
 """
