@@ -268,3 +268,24 @@ def test_objects_built_at_start_up_and_by_the_model_load_are_kept_out_of_gc_pass
         assert not app.state.saescope.holder.loaded
         assert c.post(f"{API}/inference/activations", json={"text": TEXT}).status_code == 200
         assert gc.get_freeze_count() > after_start  # the model loaded since
+
+
+def test_loading_the_engine_compiles_the_kernels_live_requests_use(tiny_atlas):
+    """The numba kernels compile when the engine loads (about a second), for the argument types live
+    requests pass: the first requests, at several top_k, compile nothing more."""
+    from fastapi.testclient import TestClient
+
+    from api_atlas import make_settings
+    from saescope.api import inference_json
+    from saescope.api.app import create_app
+    from saescope.engine import row_kernels
+
+    kernels = [row_kernels._top_k_from_lanes, row_kernels._row_totals_and_counts, inference_json._assemble_per_token]
+    app = create_app(make_settings(tiny_atlas))  # preloads the engine at start-up
+    with TestClient(app, raise_server_exceptions=False) as c:
+        compiled = [list(kernel.signatures) for kernel in kernels]
+        assert all(compiled)
+        for top_k in (1, 5, 50):
+            r = c.post(f"{API}/inference/activations", json={"text": TEXT, "top_k": top_k})
+            assert r.status_code == 200 and len(r.json()["results"]) == 2
+        assert [list(kernel.signatures) for kernel in kernels] == compiled

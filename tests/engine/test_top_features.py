@@ -3,6 +3,7 @@ infinite rows, through the compiled kernels and through the torch ops alike."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,10 +76,21 @@ def test_both_summaries_give_torch_top_values_at_their_columns_counts_and_totals
     assert torch.allclose(totals.float(), rows.sum(dim=1), rtol=1e-5, atol=1e-3, equal_nan=True)
 
 
-def test_summarise_rows_takes_the_torch_ops_where_the_width_does_not_split_into_lanes():
-    f = _rows("sparse", R=6, S=LANE_GROUP * 8 + 3).view(2, 3, -1)
+@pytest.mark.parametrize("summarise", [_summarise_compiled, _summarise_torch], ids=["compiled", "torch"])
+@pytest.mark.parametrize("width,k", [(LANE_GROUP * 3 + 1, 5), (LANE_GROUP * 4, 5), (48, 48), (7, 1)])
+def test_both_summaries_handle_widths_that_do_not_split_into_enough_lanes(summarise, width, k):
+    rows = _rows("dense", R=9, S=width)
+    values, columns, totals, l0 = (torch.as_tensor(x) for x in summarise(rows, k))
+    assert torch.equal(values, rows.topk(k, dim=1).values)
+    assert torch.equal(rows.gather(1, columns), values)
+    assert torch.equal(l0.long(), (rows > 0).sum(dim=1))
+
+
+def test_summarise_rows_takes_the_torch_ops_for_other_dtypes():
+    f = _rows("sparse", R=6, S=64).view(2, 3, -1).double()
     summaries = summarise_rows(f, 5)
     rows = f.reshape(6, -1)
+    assert summaries.values.dtype == np.float64  # torch's values, not the float32 kernel's
     assert summaries.values.reshape(6, 5).tolist() == rows.topk(5, dim=1).values.tolist()
     assert summaries.l0.reshape(6).tolist() == (rows > 0).sum(dim=1).tolist()
 
