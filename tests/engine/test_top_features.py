@@ -86,6 +86,19 @@ def test_both_summaries_handle_widths_that_do_not_split_into_enough_lanes(summar
     assert torch.equal(l0.long(), (rows > 0).sum(dim=1))
 
 
+@pytest.mark.parametrize("k", [1, 5, 50])
+def test_compiled_summary_picks_distinct_columns_whatever_the_values(k):
+    rows = torch.full((4, 2048), float("-inf"))
+    rows[1, 3::128] = 1.0  # one lane holds every finite value
+    rows[2, 0] = float("nan")
+    rows[3] = float("nan")
+    values, columns, _, l0 = _summarise_compiled(rows, k)
+    assert all(len(set(row)) == k for row in columns.tolist())
+    assert values[0].tolist() == [float("-inf")] * k  # as torch.topk
+    assert values[1].tolist() == rows[1].topk(k).values.tolist()
+    assert l0.tolist() == [0, 16, 0, 0]
+
+
 def test_summarise_rows_takes_the_torch_ops_for_other_dtypes():
     f = _rows("sparse", R=6, S=64).view(2, 3, -1).double()
     summaries = summarise_rows(f, 5)

@@ -6,8 +6,8 @@ compiles to machine code on first use (about 0.8 s; `compile_kernels` does it ah
 loads its engine, so no request pays it). A live request summarises a [128, d_sae] matrix right after
 the model forward. With torch ops that took 0.40-0.53 ms at d_sae 2048 on the 2-core Intel VM (a dozen
 ops: two `topk` calls at ~0.07 ms each, a sum, a comparison and a second sum, gathers), with these
-kernels 0.12-0.14 ms (the lane maxima still come from one torch `amax`). Both release the GIL while they run. Nothing is
-written to disk (no numba cache): the server stays read-only.
+kernels 0.12-0.14 ms (the lane maxima still come from one torch `amax`). Both release the GIL while
+they run. Nothing is written to disk (no numba cache): the server stays read-only.
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ def _row_totals_and_counts(f: Any, totals: Any, counts: Any) -> None:  # pragma:
 
 
 @numba.njit(nogil=True, boundscheck=False)
-def _insert(values: Any, slots: Any, k: int, v: float, slot: int) -> None:  # pragma: no cover - compiled
-    """Put (v, slot) into the descending list values/slots of length k, dropping its last entry."""
-    p = k - 1
+def _insert(values: Any, slots: Any, last: int, v: float, slot: int) -> None:  # pragma: no cover - compiled
+    """Put (v, slot) into the descending list values[:last + 1] / slots, whose entry `last` is
+    dropped (or not filled yet)."""
+    p = last
     while p > 0 and values[p - 1] < v:
         values[p] = values[p - 1]
         slots[p] = slots[p - 1]
@@ -77,6 +78,8 @@ def _insert(values: Any, slots: Any, k: int, v: float, slot: int) -> None:  # pr
 
 @numba.njit(nogil=True, boundscheck=False)
 def _top_k_from_lanes(f: Any, lane_max: Any, k: int, values: Any, columns: Any) -> None:  # pragma: no cover
+    """The first k lanes, and the first k candidates, enter unconditionally, so the lanes and the
+    columns picked are distinct whatever the values (all -inf, NaN)."""
     rows, width = f.shape
     n_lanes = lane_max.shape[1]
     groups = width // n_lanes
@@ -84,27 +87,28 @@ def _top_k_from_lanes(f: Any, lane_max: Any, k: int, values: Any, columns: Any) 
     lane_values = np.empty(k, np.float32)
     for r in range(rows):
         # the k lanes with the largest maxima
-        lane_values[:] = -np.inf
-        for p in range(k):
-            lanes[p] = p
-        threshold = -np.inf
-        for w in range(n_lanes):
+        for w in range(k):
+            _insert(lane_values, lanes, w, lane_max[r, w], w)
+        threshold = lane_values[k - 1]
+        for w in range(k, n_lanes):
             v = lane_max[r, w]
             if v > threshold:
-                _insert(lane_values, lanes, k, v, w)
+                _insert(lane_values, lanes, k - 1, v, w)
                 threshold = lane_values[k - 1]
         # the k largest of those lanes' entries
         row_values = values[r]
         row_columns = columns[r]
-        row_values[:] = -np.inf
-        for p in range(k):
-            row_columns[p] = lanes[p]
-        threshold = -np.inf
+        seen = 0
         for q in range(k):
             w = lanes[q]
             for g in range(groups):
                 column = g * n_lanes + w
                 v = f[r, column]
-                if v > threshold:
-                    _insert(row_values, row_columns, k, v, column)
+                if seen < k:
+                    _insert(row_values, row_columns, seen, v, column)
+                    seen += 1
+                    if seen == k:
+                        threshold = row_values[k - 1]
+                elif v > threshold:
+                    _insert(row_values, row_columns, k - 1, v, column)
                     threshold = row_values[k - 1]
