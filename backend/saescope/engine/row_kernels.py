@@ -41,7 +41,8 @@ def top_k_from_lanes(f: np.ndarray, lane_max: np.ndarray, k: int) -> tuple[np.nd
     S = G * W, W >= k). Picks the k lanes with the largest maxima, then the k largest of their G * k
     entries: every entry among a row's k largest sits in a lane whose maximum is at least the k-th
     largest value, and at most k - 1 lanes have a larger maximum, so those lanes hold k entries with
-    the top-k values (ties included). NaN entries are never picked (torch.topk ranks them first)."""
+    the top-k values (ties included). Rows holding NaN are not ranked as torch.topk ranks them (NaN
+    first); the columns picked are distinct in every row all the same."""
     values = np.empty((f.shape[0], k), np.float32)
     columns = np.empty((f.shape[0], k), np.int64)
     _top_k_from_lanes(f, lane_max, k, values, columns)
