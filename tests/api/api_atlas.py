@@ -1,10 +1,12 @@
-"""The real tiny atlas of the API tests: the tiny trained model, two random SAEs, the real precompute.
+"""The atlas of the API tests (fixture `random_sae_atlas`): the tiny trained model, two random SAEs,
+the real precompute.
 
 Built once per session in a temporary folder: the tiny checkpoint (tests/conftest.py `tiny_lm_dir`) is
 copied to ATLAS/model, a StandardSAE on `blocks.0.mlp.hook_post` and one on `blocks.0.hook_resid_post`
 are saved as SAELens folders, and `precompute_and_publish` writes the store (SQLite by default, or the
-given URL, e.g. PostgreSQL) from 160 contexts of standard-library text. The fixture then adds, through a separate writable engine, one explanation
-(for text search) and one dictionary left in status `building` (must stay invisible).
+given URL, e.g. PostgreSQL) from 160 contexts of standard-library text. The builder then adds, through
+a separate writable connection, one explanation (for text search) and one dictionary left in status
+`building` (must stay invisible).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ EXPLANATION = "Mentions of Zebra crossings"
 
 
 @dataclass
-class TinyAtlas:
+class RandomSAEAtlas:
+    """Where the atlas lives, its store URL, the contexts it was built from and its SAEs."""
+
     root: Path
     store_url: str
     contexts: object  # PackedContexts
@@ -40,7 +44,7 @@ def _sae(d_in: int, d_sae: int, hook: str, seed: int, n_ctx: int):
     return sae
 
 
-def build_tiny_atlas(root: Path, tiny_lm_dir: Path, tiny_lm, store_url: str | None = None) -> TinyAtlas:
+def build_tiny_atlas(root: Path, tiny_lm_dir: Path, tiny_lm, store_url: str | None = None) -> RandomSAEAtlas:
     from saescope.analysis.config import PrecomputeConfig
     from saescope.atlas_layout import AtlasLayout
     from saescope.corpus.packing import pack_documents
@@ -83,7 +87,7 @@ def build_tiny_atlas(root: Path, tiny_lm_dir: Path, tiny_lm, store_url: str | No
         atlas_root=root,
     )
     _add_test_rows(url)
-    return TinyAtlas(root=root, store_url=url, contexts=contexts, dictionaries=dictionaries)
+    return RandomSAEAtlas(root=root, store_url=url, contexts=contexts, dictionaries=dictionaries)
 
 
 def _add_test_rows(url: str) -> None:
@@ -91,12 +95,12 @@ def _add_test_rows(url: str) -> None:
 
     Written the way an explainer must write: the changed dictionary's pre-rendered pages are dropped
     in the same transaction and re-rendered afterwards."""
-    from saescope.store.engine_factory import create_store_engine
+    from saescope.store.database import create_database
     from saescope.store.pages import fill_feature_pages
     from saescope.store.schema import DictionaryRow, ExplanationRow, FeatureRow
     from saescope.store.writer import delete_feature_pages
 
-    engine = create_store_engine(url)
+    engine = create_database(url)
     with engine.begin() as conn:
         delete_feature_pages(conn, ["mlp-sae"])
         conn.execute(
@@ -117,7 +121,7 @@ def _add_test_rows(url: str) -> None:
     engine.dispose()
 
 
-def make_settings(atlas: TinyAtlas, **limits):
+def make_settings(atlas: RandomSAEAtlas, **limits):
     from saescope.api.settings import ApiLimits, ApiSettings
 
     return ApiSettings(

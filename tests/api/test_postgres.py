@@ -72,5 +72,5 @@ def test_live_inference_matches_stored_examples_on_postgresql(pg_client):
 def test_postgresql_sessions_of_the_server_are_read_only(pg_client):
     _, app = pg_client
     with pytest.raises(DBAPIError, match="read-only"):
-        with app.state.saescope.reader.engine.begin() as conn:
+        with app.state.saescope.reader.db.begin() as conn:
             conn.execute(text("UPDATE dictionaries SET status = 'ready'"))

@@ -71,15 +71,15 @@ FEATURES = f"{API}/dictionaries/mlp-sae/features"
 
 
 @pytest.fixture
-def scored_features(tiny_atlas):
+def scored_features(random_sae_atlas):
     """Gives even-indexed mlp-sae features a score (some negative), leaves odd ones null; restores after."""
     from sqlalchemy import select, update
 
-    from saescope.store.engine_factory import create_store_engine
+    from saescope.store.database import create_database
     from saescope.store.schema import FeatureRow
 
     scores = {i: round((i % 7) / 7 - 0.25, 6) for i in range(0, 64, 2)}
-    engine = create_store_engine(tiny_atlas.store_url)
+    engine = create_database(random_sae_atlas.store_url)
     where = FeatureRow.dictionary_id == "mlp-sae"
     with engine.begin() as conn:
         before = dict(conn.execute(select(FeatureRow.index, FeatureRow.score).where(where)).all())

@@ -8,16 +8,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from saescope.store.reader import create_reader_engine, readonly_engine_url
+from saescope.store.reader import create_reader_database, readonly_database_url
 
 
-def test_readonly_url_opens_sqlite_files_with_mode_ro(tiny_atlas):
-    url, _ = readonly_engine_url(tiny_atlas.store_url)
+def test_readonly_url_opens_sqlite_files_with_mode_ro(random_sae_atlas):
+    url, _ = readonly_database_url(random_sae_atlas.store_url)
     assert url.startswith("sqlite:///file:") and "mode=ro" in url
 
 
 def test_writes_through_the_reader_engine_fail(app):
-    engine = app.state.saescope.reader.engine
+    engine = app.state.saescope.reader.db
     for statement in (
         "INSERT INTO meta (key, value) VALUES ('x', 'y')",
         "UPDATE dictionaries SET status = 'ready'",
@@ -30,8 +30,8 @@ def test_writes_through_the_reader_engine_fail(app):
         assert conn.execute(text("SELECT count(*) FROM dictionaries WHERE status = 'building'")).scalar() == 1
 
 
-def test_serving_requests_leaves_the_store_file_unchanged(client, tiny_atlas):
-    path = tiny_atlas.root / "atlas.db"
+def test_serving_requests_leaves_the_store_file_unchanged(client, random_sae_atlas):
+    path = random_sae_atlas.root / "atlas.db"
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     client.get("/api/v1/dictionaries/mlp-sae/features/3")
     client.get("/api/v1/dictionaries/mlp-sae/features", params={"q": "a", "sort": "score"})
@@ -43,4 +43,4 @@ def test_a_missing_store_file_is_a_clear_error(tmp_path):
     from saescope.errors import NotFoundError
 
     with pytest.raises(NotFoundError, match="does not exist"):
-        create_reader_engine(f"sqlite:///{tmp_path / 'none.db'}")
+        create_reader_database(f"sqlite:///{tmp_path / 'none.db'}")

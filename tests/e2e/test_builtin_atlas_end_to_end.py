@@ -23,13 +23,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served_atlas(tiny_atlas) -> Iterator[str]:
+def served_atlas(demo_atlas) -> Iterator[str]:
     """Base URL of a real uvicorn server on the tiny atlas, in a background thread."""
     import uvicorn
 
     from saescope.api.app import ApiSettings, create_app
 
-    app = create_app(ApiSettings(store_url=tiny_atlas.store_url, atlas_root=tiny_atlas.root, device="cpu"))
+    app = create_app(ApiSettings(store_url=demo_atlas.store_url, atlas_root=demo_atlas.root, device="cpu"))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -49,8 +49,8 @@ def served_atlas(tiny_atlas) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-def test_build_report_has_model_loss_below_unigram_and_real_sae_metrics(tiny_atlas) -> None:
-    report = tiny_atlas.report
+def test_build_report_has_model_loss_below_unigram_and_real_sae_metrics(demo_atlas) -> None:
+    report = demo_atlas.report
     assert report.lm.heldout_loss < report.lm.unigram_heldout_loss
     ids = [d.id for d in report.dictionaries]
     assert ids == ["relu-64", "relu-256", "neurons"]
@@ -62,18 +62,18 @@ def test_build_report_has_model_loss_below_unigram_and_real_sae_metrics(tiny_atl
     assert neurons["explained_variance"] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_atlas_folders_are_in_saelens_format(tiny_atlas) -> None:
+def test_atlas_folders_are_in_saelens_format(demo_atlas) -> None:
     for name in ("relu-64", "relu-256", "neurons"):
-        folder = tiny_atlas.root / "dictionaries" / name
+        folder = demo_atlas.root / "dictionaries" / name
         for file in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "metrics.json"):
             assert (folder / file).is_file(), f"{folder}/{file} missing"
 
 
-def test_second_build_reuses_model_dictionaries_and_store(tiny_atlas, tmp_path: Path) -> None:
+def test_second_build_reuses_model_dictionaries_and_store(demo_atlas, tmp_path: Path) -> None:
     from saescope.builtin_atlas import BuiltinAtlasConfig, build_builtin_atlas
 
     copy = tmp_path / "atlas"
-    shutil.copytree(tiny_atlas.root, copy)
+    shutil.copytree(demo_atlas.root, copy)
     config = BuiltinAtlasConfig.tiny(sae_tokens=30_000)
     before = (copy / "atlas.db").stat().st_mtime_ns
     report = build_builtin_atlas(copy, config, device="cpu")
@@ -84,10 +84,10 @@ def test_second_build_reuses_model_dictionaries_and_store(tiny_atlas, tmp_path: 
     # a store without pre-rendered pages (older saescope, interrupted fill) gets them on reuse
     from sqlalchemy import text
 
-    from saescope.store.engine_factory import create_store_engine
+    from saescope.store.database import create_database
     from saescope.store.pages import missing_pages
 
-    engine = create_store_engine(f"sqlite:///{copy / 'atlas.db'}")
+    engine = create_database(f"sqlite:///{copy / 'atlas.db'}")
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE feature_pages"))
     assert build_builtin_atlas(copy, config, device="cpu").precompute_reused
@@ -95,12 +95,12 @@ def test_second_build_reuses_model_dictionaries_and_store(tiny_atlas, tmp_path: 
     engine.dispose()
 
 
-def test_changed_weights_make_the_store_stale_and_get_republished(tiny_atlas, tmp_path: Path) -> None:
+def test_changed_weights_make_the_store_stale_and_get_republished(demo_atlas, tmp_path: Path) -> None:
     from saescope.builtin_atlas import store_is_current
     from saescope.atlas_layout import AtlasLayout
 
     copy = tmp_path / "atlas"
-    shutil.copytree(tiny_atlas.root, copy)
+    shutil.copytree(demo_atlas.root, copy)
     layout = AtlasLayout(root=copy)
     ids = ["relu-64", "relu-256", "neurons"]
     assert store_is_current(layout.sqlite_url, copy, ids)

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from saescope.analysis.config import PrecomputeConfig
-from saescope.store.engine_factory import create_store_engine, init_schema
+from saescope.store.database import create_database, init_schema
 from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
 from saescope.store.schema import DictionaryRow, ExampleRow, ExplanationRow, FeatureRow
 
@@ -19,7 +19,7 @@ FAST = dict(progress=False, umap=False, top_k=3, n_intervals=2, examples_per_int
 
 def _visible(url):
     """What a reader (the API) sees: ready dictionaries with their feature and example counts."""
-    eng = create_store_engine(url)
+    eng = create_database(url)
     with eng.connect() as c:
         ready = c.execute(select(DictionaryRow.id).where(DictionaryRow.status == "ready")).scalars().all()
         out = {}
@@ -68,7 +68,7 @@ def test_interrupted_stream_and_failed_write_leave_only_the_old_ready_atlas(tmp_
                            contexts, PrecomputeConfig(**FAST))
     after = _visible(url)
     assert set(after) == {"d1", "d2"} and after["d1"][0] == 20 and after["d2"][0] == 8
-    eng = create_store_engine(url)
+    eng = create_database(url)
     with eng.connect() as c:
         ids = set(c.execute(select(DictionaryRow.id)).scalars())
         assert ids == {"d1", "d2"}  # no building leftovers
@@ -84,7 +84,7 @@ def test_republish_with_same_weights_keeps_explanations(tmp_path, model, context
     save_dictionary(sae, tmp_path / "dictionaries" / "d1")
     entry = DictionaryEntry("d1", sae, weights_path="dictionaries/d1")
     precompute_and_publish(url, model, info, [entry], contexts, PrecomputeConfig(**FAST), atlas_root=tmp_path)
-    eng = create_store_engine(url)
+    eng = create_database(url)
     with eng.begin() as c:
         c.execute(ExplanationRow.__table__.insert().values(dictionary_id="d1", feature_index=3, text="dollar signs",
                                                            method="llm"))
@@ -114,7 +114,7 @@ def test_stale_dashboards_are_detected_when_weights_change(tmp_path, model, cont
 
 
 def test_sqlite_engine_uses_wal_and_foreign_keys(tmp_path):
-    eng = create_store_engine(f"sqlite:///{tmp_path / 'sub' / 'a.db'}")
+    eng = create_database(f"sqlite:///{tmp_path / 'sub' / 'a.db'}")
     init_schema(eng)
     with eng.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

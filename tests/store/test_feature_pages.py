@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete, func, select, text
 
 from saescope.analysis.config import PrecomputeConfig
-from saescope.store.engine_factory import create_store_engine
+from saescope.store.database import create_database
 from saescope.store.pages import fill_feature_pages, missing_pages
 from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
 from saescope.store.reader import StoreReader
@@ -37,7 +37,7 @@ def _publish(url: str, model, contexts, dictionary_id: str, d_sae: int, seed: in
 
 
 def _stored_pages(url: str) -> dict[tuple[str, int], bytes]:
-    engine = create_store_engine(url)
+    engine = create_database(url)
     with engine.connect() as c:
         rows = c.execute(select(FeaturePageRow.dictionary_id, FeaturePageRow.index, FeaturePageRow.body)).all()
     engine.dispose()
@@ -45,7 +45,7 @@ def _stored_pages(url: str) -> dict[tuple[str, int], bytes]:
 
 
 def _live(url: str, dictionary_id: str, index: int) -> bytes:
-    engine = create_store_engine(url)
+    engine = create_database(url)
     try:
         return StoreReader(engine).feature_page_json(dictionary_id, index)
     finally:
@@ -87,7 +87,7 @@ def test_fill_renders_only_missing_pages_and_skips_building_dictionaries(tmp_pat
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
     precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 5, HOOK, 1))],
                            contexts, PrecomputeConfig(**FAST))
-    engine = create_store_engine(url)
+    engine = create_database(url)
     assert fill_feature_pages(engine) == 0  # complete: nothing to do
     with engine.begin() as c:  # as if a fill had been interrupted part way
         c.execute(delete(FeaturePageRow.__table__).where(FeaturePageRow.index.in_([1, 3])))
@@ -114,16 +114,16 @@ def test_reader_serves_stored_gzip_and_renders_live_without_pages(tmp_path, mode
     assert reader.get_feature_page("d", 2, accept_gzip=False) == (live, False)
     reader.close()
     # a store written before pages existed (no table): rendered live, same bytes
-    engine = create_store_engine(url)
+    engine = create_database(url)
     with engine.begin() as c:
         c.execute(text("DROP TABLE feature_pages"))
     engine.dispose()
     reader = StoreReader.from_url(url)
     assert reader.get_feature_page("d", 2, accept_gzip=True) == (live, False)
     # a publish (or demo run) while it is served adds the table and the pages: used once looked for again
-    from saescope.store.engine_factory import init_schema
+    from saescope.store.database import init_schema
 
-    engine = create_store_engine(url)
+    engine = create_database(url)
     init_schema(engine)
     assert fill_feature_pages(engine) == 4
     engine.dispose()

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from saescope.analysis.config import PrecomputeConfig
-from saescope.store.engine_factory import create_store_engine
+from saescope.store.database import create_database
 from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
 from saescope.store.schema import DictionaryRow, ExampleRow, FeatureRow
 
@@ -24,7 +24,7 @@ def test_publish_and_atomic_republish_on_postgresql(pg_url, model, contexts):
     precompute_and_publish(pg_url, model, info, [DictionaryEntry("a", make_sae(64, 12, hook, 1)),
                                                  DictionaryEntry("b", make_sae(64, 10, hook, 2))],
                            contexts, PrecomputeConfig(**FAST))
-    eng = create_store_engine(pg_url)
+    eng = create_database(pg_url)
     with eng.connect() as c:
         assert set(c.execute(select(DictionaryRow.id).where(DictionaryRow.status == "ready")).scalars()) == {"a", "b"}
         assert c.execute(select(func.count()).select_from(FeatureRow)).scalar_one() == 22

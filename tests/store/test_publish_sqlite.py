@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from saescope.analysis.config import PrecomputeConfig
-from saescope.store.engine_factory import create_store_engine
+from saescope.store.database import create_database
 from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
 from saescope.store.schema import ContextRow, DictionaryRow, ExampleRow, FeatureRow, ModelRow
 
@@ -36,7 +36,7 @@ def test_publish_writes_ready_dictionaries_with_features_and_examples(tmp_path, 
     report = precompute_and_publish(url, model, ModelInfo(id="tiny"), _entries(), contexts,
                                     PrecomputeConfig(**FAST), work_dir=tmp_path / "work")
     assert report.n_features == 24 + 16 + 20
-    eng = create_store_engine(url)
+    eng = create_database(url)
     with Session(eng) as c:
         assert c.execute(select(func.count()).select_from(ModelRow)).scalar_one() == 1
         dicts = {r.id: r for r in c.scalars(select(DictionaryRow)).all()}
@@ -91,7 +91,7 @@ def test_map_coordinates_are_stored_for_every_feature_of_a_hook_point(tmp_path, 
     entries = [DictionaryEntry("x", make_sae(32, 2, HOOK_RES, 5)), DictionaryEntry("y", make_sae(32, 1, HOOK_RES, 6))]
     precompute_and_publish(url, model, ModelInfo(id="tiny"), entries, contexts,
                            PrecomputeConfig(**{**FAST, "umap": True}))
-    eng = create_store_engine(url)
+    eng = create_database(url)
     with Session(eng) as c:
         pts = c.execute(select(FeatureRow.dictionary_id, FeatureRow.umap_x, FeatureRow.umap_y)).all()
         assert len(pts) == 3 and all(x is not None and y is not None for _, x, y in pts)
@@ -111,7 +111,7 @@ def test_a_later_dictionary_at_the_same_hook_is_matched_and_mapped_with_the_publ
                            contexts, cfg, atlas_root=tmp_path)
     precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("second", make_sae(32, 1, HOOK_RES, 6))],
                            contexts, cfg, atlas_root=tmp_path)
-    eng = create_store_engine(url)
+    eng = create_database(url)
     with Session(eng) as c:
         rows = {(r.dictionary_id, r.index): r for r in c.scalars(select(FeatureRow))}
         assert [m["dictionary_id"] for m in rows[("second", 0)].matches] == ["first"]

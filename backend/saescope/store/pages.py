@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, exists, insert, select
 from tqdm import tqdm
 
-from saescope.store.engine_factory import create_store_engine, init_schema
+from saescope.store.database import create_database, init_schema
 from saescope.store.reader import StoreReader
 from saescope.store.schema import DictionaryRow, FeaturePageRow, FeatureRow
 
@@ -33,15 +33,15 @@ def compress_page(body: bytes) -> bytes:
 def ensure_feature_pages(store_url: str, progress: bool = False) -> int:
     """Give the store at `store_url` every page it lacks (adding the pages table to a store written
     before it existed); a no-op costing one query per dictionary when complete. Returns pages written."""
-    engine = create_store_engine(store_url)
+    db = create_database(store_url)
     try:
-        init_schema(engine)
-        return fill_feature_pages(engine, progress=progress)
+        init_schema(db)
+        return fill_feature_pages(db, progress=progress)
     finally:
-        engine.dispose()
+        db.dispose()
 
 
-def missing_pages(engine: Engine, dictionary_ids: Sequence[str] | None = None) -> dict[str, list[int]]:
+def missing_pages(db: Engine, dictionary_ids: Sequence[str] | None = None) -> dict[str, list[int]]:
     """Feature indices without a stored page, per ready dictionary (all, or those in `dictionary_ids`)."""
     d, f, p = DictionaryRow.__table__, FeatureRow.__table__, FeaturePageRow.__table__
     query = select(d.c.id).where(d.c.status == "ready").order_by(d.c.id)
@@ -49,7 +49,7 @@ def missing_pages(engine: Engine, dictionary_ids: Sequence[str] | None = None) -
         query = query.where(d.c.id.in_(list(dictionary_ids)))
     has_page = exists(select(p.c.index).where(p.c.dictionary_id == f.c.dictionary_id, p.c.index == f.c.index))
     out: dict[str, list[int]] = {}
-    with engine.connect() as conn:
+    with db.connect() as conn:
         for did in conn.execute(query).scalars():
             indices = conn.execute(
                 select(f.c.index).where(f.c.dictionary_id == did, ~has_page).order_by(f.c.index)
@@ -60,20 +60,20 @@ def missing_pages(engine: Engine, dictionary_ids: Sequence[str] | None = None) -
 
 
 def fill_feature_pages(
-    engine: Engine, dictionary_ids: Sequence[str] | None = None, progress: bool = False
+    db: Engine, dictionary_ids: Sequence[str] | None = None, progress: bool = False
 ) -> int:
     """Render, compress and store every missing page of the ready dictionaries (or of
     `dictionary_ids`); returns how many pages were written. Safe to interrupt and re-run."""
-    todo = missing_pages(engine, dictionary_ids)
+    todo = missing_pages(db, dictionary_ids)
     if not todo:
         return 0
-    reader = StoreReader(engine)
+    reader = StoreReader(db)
     d, p = DictionaryRow.__table__, FeaturePageRow.__table__
     written = 0
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="feature pages", disable=not progress)
     try:
         for did, indices in todo.items():
-            with engine.connect() as conn:
+            with db.connect() as conn:
                 rendered_for = conn.execute(select(d.c.created_at).where(d.c.id == did)).scalar_one()
             for start in range(0, len(indices), PAGES_PER_TRANSACTION):
                 chunk = indices[start : start + PAGES_PER_TRANSACTION]
@@ -81,7 +81,7 @@ def fill_feature_pages(
                     {"dictionary_id": did, "index": i, "body": compress_page(reader.feature_page_json(did, i))}
                     for i in chunk
                 ]
-                with engine.begin() as conn:
+                with db.begin() as conn:
                     now = conn.execute(
                         select(d.c.created_at).where(d.c.id == did, d.c.status == "ready")
                     ).scalar_one_or_none()

@@ -34,7 +34,7 @@ from saescope.analysis.logit_effects import logit_effects
 from saescope.analysis.precompute import DictionaryAnalysis, PrecomputeResult, clear_state, run_precompute
 from saescope.dictionaries.base import Dictionary
 from saescope.errors import ConfigError, InputError
-from saescope.store.engine_factory import create_store_engine, init_schema
+from saescope.store.database import create_database, init_schema
 from saescope.store.pages import fill_feature_pages
 from saescope.store.schema import DictionaryRow, FeatureRow
 from saescope.store.writer import (
@@ -188,16 +188,16 @@ def precompute_and_publish(
         if BUILDING_SUFFIX in e.id or not e.id or len(e.id) > 128 - len(BUILDING_SUFFIX):
             raise InputError(f"dictionary id {e.id!r} must be 1-{128 - len(BUILDING_SUFFIX)} characters without "
                              f"{BUILDING_SUFFIX!r}", field="id")
-    engine = create_store_engine(store_url)
+    db = create_database(store_url)
     try:
-        return _precompute_and_publish(engine, model, model_info, entries, tokens, doc_ids, offsets, config,
+        return _precompute_and_publish(db, model, model_info, entries, tokens, doc_ids, offsets, config,
                                        work_dir, atlas_root, on_batch)
     finally:
-        engine.dispose()
+        db.dispose()
 
 
 def _precompute_and_publish(
-    engine: Engine,
+    db: Engine,
     model: Any,
     model_info: ModelInfo,
     entries: Sequence[DictionaryEntry],
@@ -209,7 +209,7 @@ def _precompute_and_publish(
     atlas_root: Path | str | None,
     on_batch: Callable[[int], None] | None,
 ) -> PublishReport:
-    init_schema(engine)
+    init_schema(db)
     t_start = time.perf_counter()
     pre = run_precompute(
         model,
@@ -224,16 +224,16 @@ def _precompute_and_publish(
     timings = pre.timings.as_dict()
     t0 = time.perf_counter()
     vocab = vocab_strings(model)
-    others = _existing_same_hook(engine, model_info.id, entries, Path(atlas_root) if atlas_root else None)
+    others = _existing_same_hook(db, model_info.id, entries, Path(atlas_root) if atlas_root else None)
     records = _analyse(model, entries, pre, tokens, vocab, config, others)
     timings["analysis"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    n_features, n_examples = _write(engine, model, model_info, entries, pre, records, tokens, doc_ids, offsets,
+    n_features, n_examples = _write(db, model, model_info, entries, pre, records, tokens, doc_ids, offsets,
                                     vocab, config, atlas_root, others)
     timings["store"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if config.feature_pages:  # the new dictionaries' pages and those of the refreshed others
-        fill_feature_pages(engine, progress=config.progress)
+        fill_feature_pages(db, progress=config.progress)
     timings["pages"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     if work_dir is not None:
@@ -263,7 +263,7 @@ class _Other:
     new_matches: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def _existing_same_hook(engine: Engine, model_id: str, entries: Sequence[DictionaryEntry],
+def _existing_same_hook(db: Engine, model_id: str, entries: Sequence[DictionaryEntry],
                         atlas_root: Path | None) -> list[_Other]:
     """Ready dictionaries of `model_id` at the entries' hook points whose weights can be loaded."""
     if atlas_root is None:
@@ -273,7 +273,7 @@ def _existing_same_hook(engine: Engine, model_id: str, entries: Sequence[Diction
 
     hooks = {e.dictionary.metadata.hook_name for e in entries}
     ids = {e.id for e in entries}
-    with engine.connect() as conn:
+    with db.connect() as conn:
         rows = conn.execute(
             select(DictionaryRow.id, DictionaryRow.hook_name, DictionaryRow.weights_path).where(
                 DictionaryRow.status == "ready", DictionaryRow.model_id == model_id,
@@ -445,7 +445,7 @@ def _example_rows(write_id: str, a: DictionaryAnalysis, context_ids: np.ndarray,
 
 
 def _write(
-    engine: Engine,
+    db: Engine,
     model: Any,
     model_info: ModelInfo,
     entries: Sequence[DictionaryEntry],
@@ -475,7 +475,7 @@ def _write(
     labels_by_dict.update({o.id: o.labels for o in others})
     targets: list[tuple[str, str, bool]] = []
     n_features = n_examples = 0
-    with engine.begin() as conn:
+    with db.begin() as conn:
         upsert_model(conn, model_row)
         ids_used = insert_contexts(conn, model_info.id, tokens[used], [doc_ids[i] for i in used], offsets[used])
     context_ids = np.full(tokens.shape[0], -1, dtype=np.int64)
@@ -499,7 +499,7 @@ def _write(
             "published_at": datetime.now(timezone.utc).isoformat(),
             **{k: v for k, v in e.provenance.items()},
         }
-        with engine.begin() as conn:
+        with db.begin() as conn:
             status = dictionary_status(conn, e.id)
             if status == "ready":
                 write_id = building_id(e.id)
@@ -531,7 +531,7 @@ def _write(
         n_features += nf
         n_examples += ne
         targets.append((e.id, write_id, keep))
-    with engine.begin() as conn:  # the one transaction that makes everything visible
+    with db.begin() as conn:  # the one transaction that makes everything visible
         finalize_dictionaries(conn, targets)
         _update_others(conn, others, labels_by_dict)
         delete_orphan_contexts(conn, model_info.id)
@@ -573,12 +573,12 @@ class StaleDictionary:
     current_sha256: str | None  # None when the file is missing
 
 
-def stale_dictionaries(store_url_or_engine: str | Engine, atlas_root: Path | str) -> list[StaleDictionary]:
+def stale_dictionaries(store_url_or_db: str | Engine, atlas_root: Path | str) -> list[StaleDictionary]:
     """Ready dictionaries whose `sae_weights.safetensors` no longer matches the hash stored at publish
     time (or is missing): their dashboards describe other weights and should be re-published."""
-    engine = create_store_engine(store_url_or_engine) if isinstance(store_url_or_engine, str) else store_url_or_engine
+    db = create_database(store_url_or_db) if isinstance(store_url_or_db, str) else store_url_or_db
     out = []
-    with engine.connect() as conn:
+    with db.connect() as conn:
         rows = conn.execute(
             select(DictionaryRow.id, DictionaryRow.weights_path, DictionaryRow.provenance).where(
                 DictionaryRow.status == "ready"
@@ -592,6 +592,6 @@ def stale_dictionaries(store_url_or_engine: str | Engine, atlas_root: Path | str
         current = file_sha256(wf)
         if current != stored:
             out.append(StaleDictionary(did, str(wf), stored, current))
-    if isinstance(store_url_or_engine, str):
-        engine.dispose()
+    if isinstance(store_url_or_db, str):
+        db.dispose()
     return out

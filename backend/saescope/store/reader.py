@@ -1,6 +1,6 @@
 """Read-only queries over an atlas store: the only SQL the API server runs.
 
-Owns a read-only SQLAlchemy engine (SQLite opened with `mode=ro` and `PRAGMA query_only`;
+Owns a read-only database handle (a SQLAlchemy Engine; SQLite opened with `mode=ro` and `PRAGMA query_only`;
 PostgreSQL sessions with `default_transaction_read_only`) and the query functions behind every read
 endpoint. Only dictionaries whose `status` is `ready` are ever visible: every query that touches
 dictionaries, features or examples joins on that condition. Results are plain dicts shaped like the
@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from saescope.errors import ConfigError, NotFoundError
-from saescope.store.engine_factory import parse_store_url
+from saescope.store.database import parse_store_url
 from saescope.store.schema import (
     ContextRow,
     DictionaryRow,
@@ -52,7 +52,7 @@ BRIEF_TTL_S = 1.0  # how stale a live request's view of a dictionary's identity 
 _FRAGMENT_CACHE_SIZE = 20_000  # token-string fragments of contexts (~1-3 kB each)
 
 
-def readonly_engine_url(url: str) -> tuple[str, dict[str, Any]]:
+def readonly_database_url(url: str) -> tuple[str, dict[str, Any]]:
     """The URL and connect_args that open `url` read-only.
 
     SQLite files become `sqlite:///file:PATH?mode=ro&uri=true`; PostgreSQL gets
@@ -78,9 +78,9 @@ def readonly_engine_url(url: str) -> tuple[str, dict[str, Any]]:
     raise ConfigError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql+psycopg://...")
 
 
-def create_reader_engine(url: str, pool_size: int = 8) -> Engine:
-    """A read-only SQLAlchemy engine for `url` (SQLite or PostgreSQL); writes through it fail."""
-    ro_url, connect_args = readonly_engine_url(url)
+def create_reader_database(url: str, pool_size: int = 8) -> Engine:
+    """A read-only database handle (SQLAlchemy Engine) for `url` (SQLite or PostgreSQL); writes through it fail."""
+    ro_url, connect_args = readonly_database_url(url)
     backend = make_url(ro_url).get_backend_name()
     if backend == "sqlite":
         database = make_url(ro_url).database or ""
@@ -89,16 +89,16 @@ def create_reader_engine(url: str, pool_size: int = 8) -> Engine:
             kwargs["poolclass"] = StaticPool
         else:
             kwargs.update(pool_size=pool_size, max_overflow=2 * pool_size)
-        engine = create_engine(ro_url, **kwargs)
+        db = create_engine(ro_url, **kwargs)
 
-        @event.listens_for(engine, "connect")
+        @event.listens_for(db, "connect")
         def _query_only(dbapi_connection: Any, _record: Any) -> None:  # pragma: no cover - trivial
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA query_only = ON")
             cursor.execute("PRAGMA busy_timeout = 10000")
             cursor.close()
 
-        return engine
+        return db
     return create_engine(ro_url, connect_args=connect_args, pool_size=pool_size, max_overflow=2 * pool_size,
                          pool_pre_ping=True)
 
@@ -280,8 +280,8 @@ class StoreReader:
     requests look up (by id, or all of a model's).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, db: Engine) -> None:
+        self.db = db
         self._vocab: dict[str, list[str]] = {}
         self._vocab_lock = threading.Lock()
         self._vocab_json_cache: dict[str, list[str]] = {}
@@ -295,21 +295,21 @@ class StoreReader:
 
     @classmethod
     def from_url(cls, url: str) -> StoreReader:
-        return cls(create_reader_engine(url))
+        return cls(create_reader_database(url))
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
 
     # ------------------------------------------------------------------ models and dictionaries
 
     def list_models(self) -> list[dict[str, Any]]:
         """Every model that has at least one ready dictionary, or every model when none has."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(select(*_MODEL_COLUMNS).order_by(ModelRow.id)).mappings().all()
         return [_model_dict(r) for r in rows]
 
     def get_model(self, model_id: str) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(select(*_MODEL_COLUMNS).where(ModelRow.id == model_id)).mappings().first()
         if row is None:
             raise NotFoundError(f"model {model_id!r} not found in the store")
@@ -322,7 +322,7 @@ class StoreReader:
             return cached
         with self._vocab_lock:
             if model_id not in self._vocab:
-                with self.engine.connect() as conn:
+                with self.db.connect() as conn:
                     vocab = conn.execute(select(ModelRow.vocab).where(ModelRow.id == model_id)).scalar()
                 if vocab is None:
                     raise NotFoundError(f"model {model_id!r} not found in the store")
@@ -336,12 +336,12 @@ class StoreReader:
             query = query.where(DictionaryRow.model_id == model_id)
         if hook_name is not None:
             query = query.where(DictionaryRow.hook_name == hook_name)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(query.order_by(DictionaryRow.hook_name, DictionaryRow.id)).mappings().all()
         return [_dictionary_dict(r) for r in rows]
 
     def count_dictionaries(self) -> int:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return int(
                 conn.execute(
                     select(func.count()).select_from(DictionaryRow).where(DictionaryRow.status == _READY)
@@ -351,7 +351,7 @@ class StoreReader:
 
     def get_dictionary(self, dictionary_id: str) -> dict[str, Any]:
         """A ready dictionary; NotFoundError otherwise (building ones are invisible)."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(
                 select(DictionaryRow).where(DictionaryRow.id == dictionary_id, DictionaryRow.status == _READY)
             ).mappings().first()
@@ -367,7 +367,7 @@ class StoreReader:
         up): a re-published or removed dictionary reaches live endpoints within that time."""
 
         def load() -> dict[str, Any]:
-            with self.engine.connect() as conn:
+            with self.db.connect() as conn:
                 row = conn.execute(self._q["brief"], {"dictionary_id": dictionary_id}).mappings().first()
             if row is None:
                 raise NotFoundError(f"dictionary {dictionary_id!r} not found (or not ready)")
@@ -385,7 +385,7 @@ class StoreReader:
             query = self._q["briefs"]
             if model_id is not None:
                 query = query.where(DictionaryRow.model_id == model_id)
-            with self.engine.connect() as conn:
+            with self.db.connect() as conn:
                 rows = conn.execute(query.order_by(DictionaryRow.hook_name, DictionaryRow.id)).mappings().all()
             return [_brief(row) for row in rows]
 
@@ -462,7 +462,7 @@ class StoreReader:
         order_by = [ordered.nulls_last()] if sort == "score" else [ordered]
         if sort != "index":
             order_by.append(FeatureRow.index.asc())
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             total = conn.execute(select(func.count()).select_from(FeatureRow).where(*conditions)).scalar() or 0
             rows = conn.execute(
                 select(*_SUMMARY_COLUMNS).where(*conditions).order_by(*order_by).offset(offset).limit(limit)
@@ -483,7 +483,7 @@ class StoreReader:
         are stored inline by the precompute.
         """
         params = {"dictionary_id": dictionary_id, "index": index}
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(self._q["feature"], params).mappings().first()
             if row is None:
                 self.get_dictionary(dictionary_id)  # raises NotFoundError for the dictionary
@@ -556,7 +556,7 @@ class StoreReader:
         # straight through the DBAPI (statement compiled once for the dialect): the hottest read of
         # the API, where SQLAlchemy's per-execute work cost about 2x the query itself on SQLite
         sql, make_params = self._page_dbapi
-        conn = self.engine.raw_connection()
+        conn = self.db.raw_connection()
         try:
             cursor = conn.cursor()
             try:
@@ -570,8 +570,8 @@ class StoreReader:
 
     @functools.cached_property
     def _page_dbapi(self) -> tuple[str, Any]:
-        """(SQL, params(dictionary_id, index)) of the stored-page query for this engine's DBAPI."""
-        compiled = self._q["page"].compile(dialect=self.engine.dialect)
+        """(SQL, params(dictionary_id, index)) of the stored-page query for this database's DBAPI."""
+        compiled = self._q["page"].compile(dialect=self.db.dialect)
         fixed = compiled.construct_params({"dictionary_id": "", "index": 0})
 
         def make_params(dictionary_id: str, index: int) -> Any:
@@ -591,7 +591,7 @@ class StoreReader:
         now = time.monotonic()
         if self._pages_table_seen_at is None or now - self._pages_table_seen_at >= PAGES_TABLE_RECHECK_S:
             self._pages_table_seen_at = now
-            self._has_pages_table = inspect(self.engine).has_table(FeaturePageRow.__tablename__)
+            self._has_pages_table = inspect(self.db).has_table(FeaturePageRow.__tablename__)
         return self._has_pages_table
 
     def _example_rows(self, dictionary_id: str, index: int, group: str | None) -> list[Any]:
@@ -601,7 +601,7 @@ class StoreReader:
         if group is not None:
             params["group"] = group
             statement = self._q["examples_group"]
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(statement, params).all()
         if not rows:
             # Distinguish "no such feature" (404) from "no examples in this group" ([]).
@@ -667,7 +667,7 @@ class StoreReader:
         return cached
 
     def _require_feature(self, dictionary_id: str, index: int) -> None:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             found = conn.execute(
                 select(FeatureRow.index)
                 .join(DictionaryRow, DictionaryRow.id == FeatureRow.dictionary_id)
@@ -687,7 +687,7 @@ class StoreReader:
         if not unique:
             return {}
         out: dict[int, str] = {}
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             for start in range(0, len(unique), 500):
                 chunk = unique[start : start + 500]
                 rows = conn.execute(
@@ -708,7 +708,7 @@ class StoreReader:
         cached = self._labels_cache.get(key)
         if cached is not None:
             return cached
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 select(FeatureRow.index, FeatureRow.label)
                 .where(FeatureRow.dictionary_id == dictionary_id)
@@ -729,7 +729,7 @@ class StoreReader:
         """Features with UMAP coordinates of the given (ready) dictionaries."""
         if not dictionary_ids:
             return []
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 select(
                     FeatureRow.dictionary_id,
@@ -762,7 +762,7 @@ class StoreReader:
     def densities(self, dictionary_id: str) -> list[float]:
         """Firing density of every feature of a ready dictionary, by index."""
         self.get_dictionary(dictionary_id)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 select(FeatureRow.density).where(FeatureRow.dictionary_id == dictionary_id).order_by(FeatureRow.index)
             ).all()

@@ -1,4 +1,4 @@
-"""Creating store engines and the schema: `create_store_engine(url)`, `init_schema(engine)`.
+"""Opening the atlas database and creating its schema: `create_database(url)`, `init_schema(db)`.
 
 Owns the connection settings of both back ends: SQLite files in WAL mode (readers never block the
 writer and see only committed transactions) with foreign keys on, a busy timeout and a larger page
@@ -46,8 +46,8 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cur.close()
 
 
-def create_store_engine(url: str, **kwargs: Any) -> Engine:
-    """A SQLAlchemy engine for a store URL (`sqlite:///path/atlas.db` or `postgresql+psycopg://...`).
+def create_database(url: str, **kwargs: Any) -> Engine:
+    """A SQLAlchemy Engine (named `db` in saescope) for a store URL (`sqlite:///path/atlas.db` or `postgresql+psycopg://...`).
 
     SQLite: creates the parent folder, turns on WAL, foreign keys and a 30 s busy timeout.
     Raises ConfigError for URLs of other databases.
@@ -59,19 +59,19 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
         if db and db != ":memory:":
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"timeout": 30})
-        engine = create_engine(url, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        db = create_engine(url, **kwargs)
+        event.listen(db, "connect", _sqlite_pragmas)
+        return db
     if backend == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)
     raise ConfigError(f"unsupported store database {backend!r}: use SQLite or PostgreSQL")
 
 
-def init_schema(engine: Engine) -> None:
+def init_schema(db: Engine) -> None:
     """Create every table and index that does not exist yet and record the schema version."""
-    Base.metadata.create_all(engine)
-    with engine.begin() as conn:
+    Base.metadata.create_all(db)
+    with db.begin() as conn:
         row = conn.execute(select(MetaRow.value).where(MetaRow.key == "schema_version")).first()
         if row is None:
             conn.execute(MetaRow.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
