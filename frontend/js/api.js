@@ -73,23 +73,7 @@ function cached(key, fn) {
   return cache.get(key);
 }
 
-/** Query parameter names a GET route accepts, from the server's OpenAPI document (null if unknown). */
-async function routeParams(path) {
-  try {
-    const doc = await cached('openapi', async () => {
-      const r = await fetch('/openapi.json', { headers: { Accept: 'application/json' } });
-      if (!r.ok) throw new Error(`openapi ${r.status}`);
-      return r.json();
-    });
-    const op = doc.paths?.[API_BASE + path]?.get;
-    return op ? new Set((op.parameters || []).filter((p) => p.in === 'query').map((p) => p.name)) : null;
-  } catch {
-    return null;
-  }
-}
-
 export const api = {
-  featureListParams: () => routeParams('/dictionaries/{dictionary_id}/features'),
   health: () => apiGet('/health'),
   models: () => cached('models', () => apiGet('/models')),
   dictionaries: () => cached('dictionaries', () => apiGet('/dictionaries')),

@@ -135,6 +135,24 @@ def test_feature_table_filters_by_density_and_max_activation_and_searches_top_to
     assert shown_indices(page) == [f["index"] for f in expected["items"]]
 
 
+def test_feature_table_sends_its_filters_sort_and_page_to_the_server(page, live_server, api_client):
+    d = first_dictionary(api_client)
+    everything = api_client.get(f"/dictionaries/{d['id']}/features", params={"limit": 500}).json()["items"]
+    cut = sorted(f["max_activation"] for f in everything)[len(everything) // 2]
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"{live_server}/#/features/{d['id']}?min_max_activation={cut!r}&dead=false&sort=density&order=asc&limit=25")
+    wait_for_table(page)
+
+    listed = [urllib.parse.urlsplit(u) for u in requests if urllib.parse.urlsplit(u).path.endswith(f"/dictionaries/{d['id']}/features")]
+    assert len(listed) == 1  # one request for the page shown: the server filters, the browser does not scan
+    params = dict(urllib.parse.parse_qsl(listed[0].query))
+    assert params == {"min_max_activation": repr(cut), "dead": "false", "sort": "density", "order": "asc", "offset": "0", "limit": "25"}
+    assert not any(urllib.parse.urlsplit(u).path == "/openapi.json" for u in requests)
+    expected = api_client.get(f"/dictionaries/{d['id']}/features", params=params).json()
+    assert shown_indices(page) == [f["index"] for f in expected["items"]]
+
+
 def test_feature_table_pages_and_keyboard_opens_the_selected_feature(page, live_server, api_client):
     d = first_dictionary(api_client)
     page.goto(f"{live_server}/#/features/{d['id']}?limit=25")
