@@ -24,7 +24,7 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from saescope.lm.builtin import BuiltinLMConfig, build_builtin_lm
 
     out = tmp_path_factory.mktemp("tiny_lm") / "model"
-    # One torch thread: on the shared 2-core machine two threads were 10-25x slower under load.
+    # One torch thread: a tiny model trains faster on one thread when the cores are shared.
     build_builtin_lm(BuiltinLMConfig.tiny(), out, progress=False, num_threads=1)
     return out
 
@@ -38,32 +38,32 @@ def tiny_lm(tiny_lm_dir: Path):
     return load_lm(tiny_lm_dir, device="cpu")
 
 
-# --- the tiny atlas (owner: lead) ------------------------------------------------------------------
+# --- the demo atlas (owner: lead) ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class TinyAtlas:
+class DemoAtlas:
     """A real atlas built by the demo pipeline at tiny size: model, two SAEs, a baseline, records."""
 
     root: Path
     store_url: str
-    report: Any  # saescope.builtin_atlas.AtlasBuildReport
-
+    report: Any  # the AtlasBuildReport of the demo pipeline
 
 
 @pytest.fixture(scope="session")
-def tiny_atlas(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> TinyAtlas:
+def demo_atlas(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> DemoAtlas:
     """`saescope demo --tiny` built once per session (reusing the `tiny_lm_dir` checkpoint as its model).
 
     Holds dictionaries relu-64, relu-256 and neurons on blocks.0.mlp.hook_post, published to SQLite.
-    Read-only for tests: copy it (shutil.copytree) before changing anything.
+    Read-only for tests: copy it (shutil.copytree) before changing anything. (The API tests use a
+    different atlas, `random_sae_atlas` in tests/api/conftest.py, with random SAEs and test rows.)
     """
     from saescope.atlas_layout import AtlasLayout
-    from saescope.builtin_atlas import BuiltinAtlasConfig, build_builtin_atlas
+    from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
 
-    root = tmp_path_factory.mktemp("tiny_atlas") / "atlas"
+    root = tmp_path_factory.mktemp("demo_atlas") / "atlas"
     layout = AtlasLayout(root=root)
     shutil.copytree(tiny_lm_dir, layout.model_dir)
     config = BuiltinAtlasConfig.tiny(sae_tokens=30_000)
     report = build_builtin_atlas(root, config, device="cpu")
-    return TinyAtlas(root=root, store_url=layout.sqlite_url, report=report)
+    return DemoAtlas(root=root, store_url=layout.sqlite_url, report=report)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 
-def test_docs_page_loads_swagger_ui_from_the_server_itself(tiny_atlas) -> None:
+def test_docs_page_loads_swagger_ui_from_the_server_itself(random_sae_atlas) -> None:
     from saescope.api.app import ApiSettings, create_app
 
-    app = create_app(ApiSettings(store_url=tiny_atlas.store_url, atlas_root=tiny_atlas.root, device="cpu"))
+    app = create_app(ApiSettings(store_url=random_sae_atlas.store_url, atlas_root=random_sae_atlas.root, device="cpu"))
     with TestClient(app) as client:
         page = client.get("/docs")
         assert page.status_code == 200

@@ -169,12 +169,12 @@ LIVE = [("/inference/feature", GOOD), ("/inference/activations", {"text": "x = 1
 
 
 @pytest.mark.parametrize("path, payload", LIVE)
-def test_full_model_queue_answers_503_then_recovers(tiny_atlas, path, payload):
+def test_full_model_queue_answers_503_then_recovers(random_sae_atlas, path, payload):
     from fastapi.testclient import TestClient
 
     from saescope.api.app import create_app
 
-    app = create_app(make_settings(tiny_atlas, max_queue=1, request_timeout_s=5))
+    app = create_app(make_settings(random_sae_atlas, max_queue=1, request_timeout_s=5))
     with TestClient(app, raise_server_exceptions=False) as c:
         state = app.state.saescope
         _hold_worker(c, state, 1.0)
@@ -190,12 +190,12 @@ def test_full_model_queue_answers_503_then_recovers(tiny_atlas, path, payload):
 
 
 @pytest.mark.parametrize("path, payload", LIVE)
-def test_slow_model_work_answers_504_and_the_worker_stays_usable(tiny_atlas, path, payload):
+def test_slow_model_work_answers_504_and_the_worker_stays_usable(random_sae_atlas, path, payload):
     from fastapi.testclient import TestClient
 
     from saescope.api.app import create_app
 
-    app = create_app(make_settings(tiny_atlas, max_queue=4, request_timeout_s=0.5))
+    app = create_app(make_settings(random_sae_atlas, max_queue=4, request_timeout_s=0.5))
     with TestClient(app, raise_server_exceptions=False) as c:
         state = app.state.saescope
         assert c.post(f"{API}{path}", json=payload).status_code == 200  # loads the engine

@@ -34,10 +34,10 @@ CHECKS = (
 
 
 @pytest.fixture(scope="module")
-def fuzz_schema(tiny_atlas):
+def fuzz_schema(random_sae_atlas):
     from saescope.api.app import create_app
 
-    app = create_app(make_settings(tiny_atlas))
+    app = create_app(make_settings(random_sae_atlas))
     return schemathesis.from_asgi(
         "/openapi.json", app, data_generation_methods=schemathesis.DataGenerationMethod.all()
     )

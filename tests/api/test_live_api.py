@@ -250,7 +250,7 @@ def test_inference_fast_path_answers_valid_requests_without_the_route(client, mo
     assert routed == [f"{API}/inference/activations"]
 
 
-def test_objects_built_at_start_up_and_by_the_model_load_are_kept_out_of_gc_passes(tiny_atlas):
+def test_objects_built_at_start_up_and_by_the_model_load_are_kept_out_of_gc_passes(random_sae_atlas):
     """After start-up, and again after the engine loads lazily, the objects the server holds are
     frozen (`gc.freeze`), so full collections do not walk the imported libraries and the model."""
     import gc
@@ -261,7 +261,7 @@ def test_objects_built_at_start_up_and_by_the_model_load_are_kept_out_of_gc_pass
     from saescope.api.app import create_app
 
     gc.unfreeze()
-    app = create_app(make_settings(tiny_atlas).model_copy(update={"preload_engine": False}))
+    app = create_app(make_settings(random_sae_atlas).model_copy(update={"preload_engine": False}))
     with TestClient(app, raise_server_exceptions=False) as c:
         after_start = gc.get_freeze_count()
         assert after_start > 10_000  # the imported libraries at least
@@ -270,7 +270,7 @@ def test_objects_built_at_start_up_and_by_the_model_load_are_kept_out_of_gc_pass
         assert gc.get_freeze_count() > after_start  # the model loaded since
 
 
-def test_loading_the_engine_compiles_the_kernels_live_requests_use(tiny_atlas):
+def test_loading_the_engine_compiles_the_kernels_live_requests_use(random_sae_atlas):
     """The numba kernels compile when the engine loads (about a second), for the argument types live
     requests pass: the first requests, at several top_k, compile nothing more."""
     from fastapi.testclient import TestClient
@@ -281,7 +281,7 @@ def test_loading_the_engine_compiles_the_kernels_live_requests_use(tiny_atlas):
     from saescope.engine import row_kernels
 
     kernels = [row_kernels._top_k_from_lanes, row_kernels._row_totals_and_counts, inference_json._assemble_per_token]
-    app = create_app(make_settings(tiny_atlas))  # preloads the engine at start-up
+    app = create_app(make_settings(random_sae_atlas))  # preloads the engine at start-up
     with TestClient(app, raise_server_exceptions=False) as c:
         compiled = [list(kernel.signatures) for kernel in kernels]
         assert all(compiled)

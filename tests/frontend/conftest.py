@@ -1,21 +1,19 @@
 """Fixtures for the browser tests: a real tiny atlas, a real uvicorn server, a real headless Chromium.
 
-The atlas is the shared `tiny_atlas` fixture when one is visible from here (tests/conftest.py), else it
-is built the same way with `build_tiny_atlas` from tests/api/conftest.py (the real precompute on the
-tiny trained model). The server is `create_app(ApiSettings(...))` under uvicorn on a free 127.0.0.1
-port, in a thread of the test process. The browser is Debian's /usr/bin/chromium driven by Playwright
-(install it with scripts/install_browser.sh); without it every browser test is skipped with that advice.
+The atlas is the suite-wide `demo_atlas` fixture (tests/conftest.py: the demo pipeline at tiny size),
+or a folder named by SAESCOPE_FRONTEND_TEST_ATLAS. The server is `create_app(ApiSettings(...))` under
+uvicorn on a free 127.0.0.1 port, in a thread of the test process. The browser is Debian's
+/usr/bin/chromium driven by Playwright (install it with scripts/install_browser.sh); without it every
+browser test is skipped with that advice.
 Each test gets a fresh browser context and page whose console errors and uncaught exceptions fail
 the test, unless the test allows a pattern with `console_errors.allow(...)`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -46,22 +44,8 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-def _load_api_conftest() -> Any:
-    """tests/api/conftest.py as a plain module (for its `build_tiny_atlas` function)."""
-    name = "saescope_tests_api_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = REPO_ROOT / "tests" / "api" / "conftest.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader, f"cannot load {path}"
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses need their module registered
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
-def frontend_atlas(request: pytest.FixtureRequest, chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def frontend_atlas(request: pytest.FixtureRequest, chromium_path: Path) -> Any:
     """An object with `.root` (atlas folder) and `.store_url` (SQLite store) of a real tiny atlas.
 
     Set SAESCOPE_FRONTEND_TEST_ATLAS to the folder of an atlas built earlier (e.g. by `saescope demo
@@ -73,14 +57,7 @@ def frontend_atlas(request: pytest.FixtureRequest, chromium_path: Path, tmp_path
 
         layout = AtlasLayout(root=Path(prebuilt))
         return SimpleNamespace(root=layout.root, store_url=layout.sqlite_url)
-    try:
-        return request.getfixturevalue("tiny_atlas")
-    except pytest.FixtureLookupError:
-        pass
-    tiny_lm_dir = request.getfixturevalue("tiny_lm_dir")
-    tiny_lm = request.getfixturevalue("tiny_lm")
-    root = tmp_path_factory.mktemp("frontend_atlas") / "atlas"
-    return _load_api_conftest().build_tiny_atlas(root, tiny_lm_dir, tiny_lm)
+    return request.getfixturevalue("demo_atlas")
 
 
 def _free_socket() -> socket.socket:
