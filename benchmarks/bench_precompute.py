@@ -57,7 +57,7 @@ def build_model(seed: int = 0):
 def build_sae(model, tokens: np.ndarray, d_sae: int, density: float, hook: str, seed: int = 0):
     from saescope.activations.stream import hook_activations
     from saescope.dictionaries.base import DictionaryMetadata
-    from saescope.dictionaries.standard_sae import StandardSAE
+    from saescope.dictionaries.architectures.standard import StandardSAE
 
     sae = StandardSAE(512, d_sae, DictionaryMetadata(model_name="bench-1l", hook_name=hook, context_size=128))
     sae.reset_parameters(torch.Generator().manual_seed(seed))
@@ -70,13 +70,13 @@ def build_sae(model, tokens: np.ndarray, d_sae: int, density: float, hook: str, 
 
 def run_saescope(model, sae, packed: Packed, args) -> dict:
     from saescope.analysis.config import PrecomputeConfig
-    from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
+    from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/atlas.db"
         cfg = PrecomputeConfig(contexts_per_batch=args.batch, device="cpu", umap=args.umap, progress=not args.quiet)
         t0, c0 = time.perf_counter(), time.process_time()
-        report = precompute_and_publish(url, model, ModelInfo(id="bench-1l"), [DictionaryEntry("sae", sae)],
+        report = precompute_and_publish(url, model, ModelRecord(id="bench-1l"), [DictionaryEntry("sae", sae)],
                                         packed, cfg, work_dir=Path(tmp) / "work")
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         db_mib = Path(f"{tmp}/atlas.db").stat().st_size / 2**20

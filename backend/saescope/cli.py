@@ -1,4 +1,4 @@
-"""The `saescope` command line: one sub-command per stage, each a thin call into that stage.
+"""The `saescope` command line: one sub-command per job, each a thin call into pipeline, engine or api.
 
 Owns argument parsing, turning options into the stages' pydantic configs, and printing errors. Every
 `SaescopeError` (and pydantic validation error) is printed as one clear message with exit status 2 and
@@ -38,10 +38,14 @@ def _print_json(payload: object) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from saescope.builtin_atlas import BuiltinAtlasConfig, build_builtin_atlas
+    from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
 
-    config = BuiltinAtlasConfig.tiny() if args.tiny else BuiltinAtlasConfig()
-    config = config.model_copy(update={"seed": args.seed})
+    overrides: dict[str, object] = {"seed": args.seed}
+    if args.baselines is not None:
+        overrides["baselines"] = [b for b in args.baselines.split(",") if b]
+    if args.prune or args.finetune:
+        overrides["postprocess"] = {"prune": args.prune, "finetune": args.finetune}
+    config = BuiltinAtlasConfig.tiny(**overrides) if args.tiny else BuiltinAtlasConfig(**overrides)
     report = build_builtin_atlas(args.atlas, config, device=args.device)
     print(report.summary())
     if not args.no_serve:
@@ -82,7 +86,7 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
             args.activations, config, args.out, checkpoint_every=checkpoint_every, resume=not args.no_resume
         )
     else:
-        from saescope.builtin_atlas import train_sae_on_model
+        from saescope.pipeline.dictionaries import train_sae_on_model
 
         result = train_sae_on_model(
             args.model, args.hook, config, args.out, device=args.device,
@@ -94,21 +98,21 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
 
 
 def cmd_cache_activations(args: argparse.Namespace) -> None:
-    from saescope.builtin_atlas import cache_activations_to_file
+    from saescope.pipeline.activations import cache_activations_to_file
 
     path = cache_activations_to_file(args.model, args.hook, args.tokens, args.out, device=args.device, seed=args.seed)
     print(f"wrote activations to {path}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from saescope.builtin_atlas import evaluate_sae_folder
+    from saescope.pipeline.dictionaries import evaluate_sae_folder
 
     metrics = evaluate_sae_folder(args.model, args.sae, n_contexts=args.contexts, device=args.device)
     _print_json(metrics.model_dump())
 
 
 def cmd_precompute(args: argparse.Namespace) -> None:
-    from saescope.builtin_atlas import precompute_folders
+    from saescope.pipeline.folders import precompute_folders
 
     report = precompute_folders(
         atlas=args.atlas,
@@ -201,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="build only; do not start the server")
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     p.add_argument("--tiny", action="store_true", help="a tiny atlas in seconds (for smoke tests)")
+    p.add_argument("--baselines", default=None,
+                   help="comma-separated baseline dictionaries from neurons,random,pca,ica "
+                   "(default neurons,pca; neurons with --tiny)")
+    p.add_argument("--prune", action="store_true",
+                   help="flag the SAE features the OpenMOSS pruning rule rejects (shown as pruned)")
+    p.add_argument("--finetune", action="store_true",
+                   help="also publish each SAE with its decoder fine-tuned against feature suppression "
+                   "(dictionary ID-finetuned)")
     _add_device(p)
     _add_serve_options(p)
 
@@ -236,13 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "cache-activations",
         cmd_cache_activations,
-        "Run the model over the corpus once and write hook-point activations to a matrix file for train-sae.",
+        "Run the model over the corpus once and write hook-point activations to a matrix file or cache "
+        "folder for train-sae.",
     )
     p.add_argument("--model", required=True, help="model location (checkpoint folder or hub name)")
     p.add_argument("--hook", default="blocks.0.mlp.hook_post", help=HOOK_HELP)
     p.add_argument("--tokens", type=int, default=1_000_000, help="activation vectors to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help=".safetensors or .npy file to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help=".safetensors or .npy file to write, or a folder: an activation cache of "
+                   "memory-mapped shards (train-sae --activations reads either)")
     _add_device(p)
 
     p = add("evaluate", cmd_evaluate, "Evaluate an SAE folder on held-out tokens (L0, explained variance, CE...).")

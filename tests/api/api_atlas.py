@@ -35,7 +35,7 @@ class RandomSAEAtlas:
 
 def _sae(d_in: int, d_sae: int, hook: str, seed: int, n_ctx: int):
     from saescope.dictionaries.base import DictionaryMetadata
-    from saescope.dictionaries.standard_sae import StandardSAE
+    from saescope.dictionaries.architectures.standard import StandardSAE
 
     sae = StandardSAE(d_in, d_sae, DictionaryMetadata(model_name="tiny", hook_name=hook, context_size=n_ctx))
     sae.reset_parameters(torch.Generator().manual_seed(seed))
@@ -50,7 +50,7 @@ def build_tiny_atlas(root: Path, tiny_lm_dir: Path, tiny_lm, store_url: str | No
     from saescope.corpus.packing import pack_documents
     from saescope.corpus.stdlib import stdlib_documents
     from saescope.dictionaries.saelens_format import save_dictionary
-    from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
+    from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
 
     layout = AtlasLayout(root=root)
     shutil.copytree(tiny_lm_dir, layout.model_dir)
@@ -76,7 +76,7 @@ def build_tiny_atlas(root: Path, tiny_lm_dir: Path, tiny_lm, store_url: str | No
     precompute_and_publish(
         url,
         tiny_lm,
-        ModelInfo(id="tiny", source="builtin", location="model", tokenizer="model/tokenizer"),
+        ModelRecord(id="tiny", source="builtin", location="model", tokenizer="model/tokenizer"),
         entries,
         contexts,
         config=PrecomputeConfig(

@@ -1,4 +1,10 @@
-"""The package's data flow is one way: each stage imports only stages to its left (DESIGN.md)."""
+"""The package's data flow is one way: each stage imports only stages to its left.
+
+The stages and their order are described in docs/architecture.md: corpus, lm, activations,
+dictionaries, analysis, store, engine, api; `pipeline/` orchestrates the offline job above all of
+them but api, and only `cli.py` imports it. Shared modules (errors, devices, atomic files, the atlas
+layout) import no stage.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import pytest
 import saescope
 
 STAGES = ["corpus", "lm", "activations", "dictionaries", "analysis", "store", "engine", "api"]
+PIPELINE = "pipeline"
+SHARED_MODULES = ["errors", "devices", "atlas_layout", "atomic_files"]
 PACKAGE = Path(saescope.__file__).parent
 
 
@@ -24,18 +32,43 @@ def _saescope_imports(path: Path) -> set[str]:
     return found
 
 
+def _imports_of_folder(folder: str) -> set[tuple[str, str]]:
+    return {(str(path.relative_to(PACKAGE)), name) for path in (PACKAGE / folder).rglob("*.py")
+            for name in _saescope_imports(path)}
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_stage_never_imports_a_stage_to_its_right(stage: str) -> None:
     allowed_right = STAGES[STAGES.index(stage) + 1 :]
     offenders = {
-        f"{path.relative_to(PACKAGE)} imports saescope.{name}"
-        for path in (PACKAGE / stage).rglob("*.py")
-        for name in _saescope_imports(path)
-        if name in allowed_right or name in ("cli", "builtin_atlas")
+        f"{path} imports saescope.{name}"
+        for path, name in _imports_of_folder(stage)
+        if name in allowed_right or name in ("cli", PIPELINE)
     }
     assert not offenders, sorted(offenders)
 
 
-def test_shared_modules_import_no_stage() -> None:
-    for name in ("errors", "devices", "atlas_layout"):
-        assert not (_saescope_imports(PACKAGE / f"{name}.py") & set(STAGES)), name
+def test_the_pipeline_imports_every_stage_but_the_api() -> None:
+    offenders = {f"{path} imports saescope.{name}" for path, name in _imports_of_folder(PIPELINE)
+                 if name in ("api", "cli")}
+    assert not offenders, sorted(offenders)
+
+
+def test_only_the_cli_imports_the_pipeline() -> None:
+    importers = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if PIPELINE not in path.relative_to(PACKAGE).parts and PIPELINE in _saescope_imports(path)
+    }
+    assert importers <= {"cli.py"}, sorted(importers)
+
+
+def test_the_store_is_persistence_only() -> None:
+    offenders = {f"{path} imports saescope.{name}" for path, name in _imports_of_folder("store")
+                 if name in ("analysis", "dictionaries", "activations", "lm", "corpus")}
+    assert not offenders, sorted(offenders)
+
+
+@pytest.mark.parametrize("name", SHARED_MODULES)
+def test_shared_modules_import_no_stage(name: str) -> None:
+    assert not (_saescope_imports(PACKAGE / f"{name}.py") & set(STAGES + [PIPELINE]))

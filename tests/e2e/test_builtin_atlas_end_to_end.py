@@ -70,7 +70,7 @@ def test_atlas_folders_are_in_saelens_format(demo_atlas) -> None:
 
 
 def test_second_build_reuses_model_dictionaries_and_store(demo_atlas, tmp_path: Path) -> None:
-    from saescope.builtin_atlas import BuiltinAtlasConfig, build_builtin_atlas
+    from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
 
     copy = tmp_path / "atlas"
     shutil.copytree(demo_atlas.root, copy)
@@ -96,7 +96,7 @@ def test_second_build_reuses_model_dictionaries_and_store(demo_atlas, tmp_path: 
 
 
 def test_changed_weights_make_the_store_stale_and_get_republished(demo_atlas, tmp_path: Path) -> None:
-    from saescope.builtin_atlas import store_is_current
+    from saescope.pipeline.demo import store_is_current
     from saescope.atlas_layout import AtlasLayout
 
     copy = tmp_path / "atlas"

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from saescope.atlas_layout import AtlasLayout
-from saescope.builtin_atlas import BuiltinAtlasConfig, build_builtin_atlas
+from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
 from saescope.dictionaries.training_checkpoint import CHECKPOINT_FILE
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ CHILD = r"""
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from saescope.builtin_atlas import BuiltinAtlasConfig, build_builtin_atlas
+from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
 from saescope.dictionaries import training
 step = training.SAETrainer.step
 training.SAETrainer.step = lambda self, *a, **k: (time.sleep(0.01), step(self, *a, **k))[1]
@@ -45,7 +45,7 @@ def _fresh_atlas(root: Path, model_dir: Path) -> Path:
 
 
 def _build_without_precompute(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("saescope.store.publish.precompute_and_publish", lambda **kwargs: None)
+    monkeypatch.setattr("saescope.pipeline.demo.precompute_and_publish", lambda **kwargs: None)
     build_builtin_atlas(root, BuiltinAtlasConfig.tiny(**CONFIG), device="cpu")
 
 

@@ -29,7 +29,7 @@ def random_corpus(monkeypatch: pytest.MonkeyPatch) -> None:
         tokens = rng.integers(1, int(model.cfg.d_vocab), size=(n_contexts, int(model.cfg.n_ctx)), dtype=np.int64)
         return PackedContexts(tokens=tokens, doc_ids=["random"] * n_contexts, offsets=np.zeros(n_contexts, dtype=np.int64))
 
-    monkeypatch.setattr("saescope.builtin_atlas._corpus_contexts", contexts)
+    monkeypatch.setattr("saescope.pipeline.dictionaries.corpus_contexts", contexts)
     torch.set_num_threads(1)
 
 

@@ -10,7 +10,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from saescope.dictionaries.base import DictionaryMetadata
-from saescope.dictionaries.standard_sae import StandardSAE
+from saescope.dictionaries.architectures.standard import StandardSAE
 
 
 @dataclass

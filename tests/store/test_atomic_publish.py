@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from saescope.analysis.config import PrecomputeConfig
 from saescope.store.database import create_database, init_schema
-from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
+from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
 from saescope.store.schema import DictionaryRow, ExampleRow, ExplanationRow, FeatureRow
 
 from store_helpers import make_sae
@@ -33,7 +33,7 @@ def _visible(url):
 
 def test_interrupted_stream_and_failed_write_leave_only_the_old_ready_atlas(tmp_path, model, contexts):
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    info = ModelInfo(id="tiny")
+    info = ModelRecord(id="tiny")
     precompute_and_publish(url, model, info, [DictionaryEntry("d1", make_sae(64, 12, HOOK, 1))], contexts,
                            PrecomputeConfig(**FAST))
     before = _visible(url)
@@ -77,7 +77,7 @@ def test_interrupted_stream_and_failed_write_leave_only_the_old_ready_atlas(tmp_
 
 def test_republish_with_same_weights_keeps_explanations(tmp_path, model, contexts):
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    info = ModelInfo(id="tiny")
+    info = ModelRecord(id="tiny")
     from saescope.dictionaries.saelens_format import save_dictionary
 
     sae = make_sae(64, 12, HOOK, 1)
@@ -100,12 +100,12 @@ def test_republish_with_same_weights_keeps_explanations(tmp_path, model, context
 
 def test_stale_dashboards_are_detected_when_weights_change(tmp_path, model, contexts):
     from saescope.dictionaries.saelens_format import save_dictionary
-    from saescope.store.publish import stale_dictionaries
+    from saescope.pipeline.publish import stale_dictionaries
 
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
     sae = make_sae(64, 12, HOOK, 1)
     save_dictionary(sae, tmp_path / "dictionaries" / "d1")
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d1", sae, weights_path="dictionaries/d1")],
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("d1", sae, weights_path="dictionaries/d1")],
                            contexts, PrecomputeConfig(**FAST), atlas_root=tmp_path)
     assert stale_dictionaries(url, tmp_path) == []
     save_dictionary(make_sae(64, 12, HOOK, 9), tmp_path / "dictionaries" / "d1")
@@ -125,10 +125,10 @@ def test_a_failed_write_resumes_from_the_finished_stream(tmp_path, model, contex
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
     sae = make_sae(64, 12, HOOK, 1)
     with pytest.raises(Exception):
-        precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", sae, provenance={"x": object()})],
+        precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("d", sae, provenance={"x": object()})],
                                contexts, PrecomputeConfig(**FAST), work_dir=tmp_path / "work")
     assert (tmp_path / "work" / "precompute_state.pt").is_file()
-    report = precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", sae)], contexts,
+    report = precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("d", sae)], contexts,
                                     PrecomputeConfig(**FAST), work_dir=tmp_path / "work")
     assert report.resumed_from_batch == 6  # 48 contexts / 8 per batch: nothing left to stream
     assert not (tmp_path / "work" / "precompute_state.pt").exists()

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, text
 from saescope.analysis.config import PrecomputeConfig
 from saescope.store.database import create_database
 from saescope.store.pages import fill_feature_pages, missing_pages
-from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
+from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
 from saescope.store.reader import StoreReader
 from saescope.store.schema import FeaturePageRow
 
@@ -33,7 +33,7 @@ def clock(monkeypatch):
 
 def _publish(url: str, model, contexts, dictionary_id: str, d_sae: int, seed: int) -> None:
     entry = DictionaryEntry(dictionary_id, make_sae(32, d_sae, HOOK, seed))
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [entry], contexts, PrecomputeConfig(**FAST))
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [entry], contexts, PrecomputeConfig(**FAST))
 
 
 def _stored_pages(url: str) -> dict[tuple[str, int], bytes]:
@@ -66,26 +66,26 @@ def test_publish_stores_every_page_and_keeps_them_current_when_later_publishes_c
     cfg = PrecomputeConfig(**FAST)
     first = make_sae(32, 6, HOOK, 5)
     save_dictionary(first, tmp_path / "dictionaries" / "first")  # found again by the later publishes
-    report = precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("first", first, "dictionaries/first")],
+    report = precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("first", first, "dictionaries/first")],
                                     contexts, cfg, atlas_root=tmp_path)
     assert report.timings["pages"] >= 0
     _assert_pages_are_current(url, {"first": 6})
     before = _stored_pages(url)
     # a second dictionary at the same hook adds matches (and moves map points) of the first one
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("second", make_sae(32, 4, HOOK, 6))],
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("second", make_sae(32, 4, HOOK, 6))],
                            contexts, cfg, atlas_root=tmp_path)
     _assert_pages_are_current(url, {"first": 6, "second": 4})
     assert _stored_pages(url)[("first", 0)] != before[("first", 0)]
     assert b'"dictionary_id":"second"' in _stored_pages(url)[("first", 0)]
     # re-publishing "first" with other weights replaces its pages, never leaving the old ones
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("first", make_sae(32, 3, HOOK, 9))],
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("first", make_sae(32, 3, HOOK, 9))],
                            contexts, cfg)
     _assert_pages_are_current(url, {"first": 3, "second": 4})
 
 
 def test_fill_renders_only_missing_pages_and_skips_building_dictionaries(tmp_path, model, contexts):
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 5, HOOK, 1))],
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("d", make_sae(32, 5, HOOK, 1))],
                            contexts, PrecomputeConfig(**FAST))
     engine = create_database(url)
     assert fill_feature_pages(engine) == 0  # complete: nothing to do
@@ -105,7 +105,7 @@ def test_fill_renders_only_missing_pages_and_skips_building_dictionaries(tmp_pat
 
 def test_reader_serves_stored_gzip_and_renders_live_without_pages(tmp_path, model, contexts):
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],
                            contexts, PrecomputeConfig(**FAST))
     live = _live(url, "d", 2)
     reader = StoreReader.from_url(url)
@@ -136,9 +136,9 @@ def test_reader_serves_stored_gzip_and_renders_live_without_pages(tmp_path, mode
 
 @pytest.mark.postgres
 def test_pages_on_postgresql(pg_url, model, contexts):
-    precompute_and_publish(pg_url, model, ModelInfo(id="tiny"), [DictionaryEntry("a", make_sae(32, 4, HOOK, 1))],
+    precompute_and_publish(pg_url, model, ModelRecord(id="tiny"), [DictionaryEntry("a", make_sae(32, 4, HOOK, 1))],
                            contexts, PrecomputeConfig(**FAST))
-    precompute_and_publish(pg_url, model, ModelInfo(id="tiny"), [DictionaryEntry("b", make_sae(32, 3, HOOK, 2))],
+    precompute_and_publish(pg_url, model, ModelRecord(id="tiny"), [DictionaryEntry("b", make_sae(32, 3, HOOK, 2))],
                            contexts, PrecomputeConfig(**FAST))
     _assert_pages_are_current(pg_url, {"a": 4, "b": 3})
     reader = StoreReader.from_url(pg_url)
@@ -195,7 +195,7 @@ def test_briefs_of_a_model_are_cached_for_at_most_their_ttl(tmp_path, model, con
 
 def test_pages_can_be_turned_off_and_are_then_rendered_live(tmp_path, model, contexts):
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("d", make_sae(32, 4, HOOK, 1))],
                            contexts, PrecomputeConfig(**{**FAST, "feature_pages": False}))
     assert _stored_pages(url) == {}
     reader = StoreReader.from_url(url)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from saescope.analysis.config import PrecomputeConfig
 from saescope.store.database import create_database
-from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
+from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
 from saescope.store.schema import DictionaryRow, ExampleRow, FeatureRow
 
 from store_helpers import make_sae
@@ -19,7 +19,7 @@ FAST = dict(progress=False, umap=False, top_k=3, n_intervals=2, examples_per_int
 
 
 def test_publish_and_atomic_republish_on_postgresql(pg_url, model, contexts):
-    info = ModelInfo(id="tiny")
+    info = ModelRecord(id="tiny")
     hook = "blocks.0.mlp.hook_post"
     precompute_and_publish(pg_url, model, info, [DictionaryEntry("a", make_sae(64, 12, hook, 1)),
                                                  DictionaryEntry("b", make_sae(64, 10, hook, 2))],

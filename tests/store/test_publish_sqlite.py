@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from saescope.analysis.config import PrecomputeConfig
 from saescope.store.database import create_database
-from saescope.store.publish import DictionaryEntry, ModelInfo, precompute_and_publish
+from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
 from saescope.store.schema import ContextRow, DictionaryRow, ExampleRow, FeatureRow, ModelRow
 
 from store_helpers import make_sae
@@ -33,7 +33,7 @@ def _entries():
 
 def test_publish_writes_ready_dictionaries_with_features_and_examples(tmp_path, model, contexts):
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    report = precompute_and_publish(url, model, ModelInfo(id="tiny"), _entries(), contexts,
+    report = precompute_and_publish(url, model, ModelRecord(id="tiny"), _entries(), contexts,
                                     PrecomputeConfig(**FAST), work_dir=tmp_path / "work")
     assert report.n_features == 24 + 16 + 20
     eng = create_database(url)
@@ -89,7 +89,7 @@ def test_map_coordinates_are_stored_for_every_feature_of_a_hook_point(tmp_path, 
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
     # 3 features in all: the layout falls back to PCA (UMAP needs a few more points) but is stored
     entries = [DictionaryEntry("x", make_sae(32, 2, HOOK_RES, 5)), DictionaryEntry("y", make_sae(32, 1, HOOK_RES, 6))]
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), entries, contexts,
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), entries, contexts,
                            PrecomputeConfig(**{**FAST, "umap": True}))
     eng = create_database(url)
     with Session(eng) as c:
@@ -107,9 +107,9 @@ def test_a_later_dictionary_at_the_same_hook_is_matched_and_mapped_with_the_publ
     cfg = PrecomputeConfig(**{**FAST, "umap": True})
     first = make_sae(32, 2, HOOK_RES, 5)
     save_dictionary(first, tmp_path / "dictionaries" / "first")
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("first", first, "dictionaries/first")],
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("first", first, "dictionaries/first")],
                            contexts, cfg, atlas_root=tmp_path)
-    precompute_and_publish(url, model, ModelInfo(id="tiny"), [DictionaryEntry("second", make_sae(32, 1, HOOK_RES, 6))],
+    precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("second", make_sae(32, 1, HOOK_RES, 6))],
                            contexts, cfg, atlas_root=tmp_path)
     eng = create_database(url)
     with Session(eng) as c:

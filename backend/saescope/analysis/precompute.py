@@ -5,14 +5,13 @@ dictionaries need in that single forward), encodes with each dictionary and feed
 per dictionary; periodic checkpoints of the streaming state to `work_dir` so an interrupted run
 resumes from its batch cursor; and the final "gather" pass that recomputes per-token activations only
 for the contexts chosen as examples (so the streaming state stays O(features x k)). Returns arrays,
-never touches SQL; `saescope.store.publish` turns the result into rows.
+never touches SQL; `saescope.pipeline.publish` turns the result into records.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from saescope.activations.hooks import flatten_hook_activation, stop_layer_for, validate_hook_name
 from saescope.analysis.config import PrecomputeConfig
 from saescope.analysis.streaming import EMPTY, FeatureStream, FeatureStreamResult
+from saescope.atomic_files import atomic_file
 from saescope.devices import resolve_device
 from saescope.dictionaries.base import Dictionary
 from saescope.errors import ConfigError, InputError
@@ -158,7 +158,7 @@ def encode_features(dictionary: Dictionary, x: Tensor, features: Tensor) -> Tens
     multiplied (`relu((x - b_dec) @ W_enc[:, F] + b_enc[F])`); any other dictionary is encoded in
     full and indexed (TopK-style encoders need every feature to decide which fire).
     """
-    from saescope.dictionaries.standard_sae import StandardSAE
+    from saescope.dictionaries.architectures.standard import StandardSAE
 
     with torch.no_grad():
         cls = type(dictionary)
@@ -212,10 +212,8 @@ def clear_state(work_dir: Path | str) -> None:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
 
 
 # ---------------------------------------------------------------------------------------------
