@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from api_atlas import EXPLAINED_FEATURE
+from saescope.api.schemas import ActivationsResponse
 
 API = "/api/v1"
 TEXT = "def main():\n    print('hello')\n"
@@ -196,58 +197,37 @@ _JSON = {"Content-Type": "application/json"}
 
 
 @pytest.mark.parametrize(
-    ("headers", "body"),
+    ("headers", "body", "status", "field"),
     [
-        (_JSON, '{"text": "def main():\\n    print(1)\\n", "top_k": 3}'),
-        (_JSON, '{"text": "import os\\n", "dictionaries": ["resid-sae", "mlp-sae", "resid-sae"], "top_k": 2}'),
-        ({"Content-Type": "application/json; charset=utf-8"}, '{"text": "x = 1\\n"}'),
-        (_JSON, '{"text": "x = 1\\n", "dictionaries": ["nope"]}'),  # 404 naming body.dictionaries.0
-        (_JSON, '{"text": "x = 1\\n" , "dictionaries": ["half-built"]}'),
-        (_JSON, '{"text": "' + "x = 1\\n" * 100 + '"}'),  # too many tokens (raised on the model thread)
-        (_JSON, '{"text": "   "}'),
-        (_JSON, '{"text": "x", "top_k": 0}'),
-        (_JSON, '{"text": "x", "top_k": 100000}'),
-        (_JSON, '{"text": "x", "extra": 1}'),
-        (_JSON, '{"top_k": 3}'),
-        (_JSON, '{"text": 5}'),
-        (_JSON, '[1, 2]'),
-        (_JSON, '{"text": "x",'),
-        (_JSON, b'{"text": "\xff"}'),
-        (_JSON, ""),
-        ({"Content-Type": "text/plain"}, '{"text": "x = 1\\n"}'),
-        ({}, '{"text": "x = 1\\n"}'),
+        (_JSON, '{"text": "def main():\\n    print(1)\\n", "top_k": 3}', 200, None),
+        (_JSON, '{"text": "import os\\n", "dictionaries": ["resid-sae", "mlp-sae", "resid-sae"], "top_k": 2}', 200, None),
+        ({"Content-Type": "application/json; charset=utf-8"}, '{"text": "x = 1\\n"}', 200, None),
+        (_JSON, '{"text": "x = 1\\n", "dictionaries": ["nope"]}', 404, "body.dictionaries.0"),
+        (_JSON, '{"text": "x = 1\\n" , "dictionaries": ["half-built"]}', 404, "body.dictionaries.0"),
+        (_JSON, '{"text": "' + "x = 1\\n" * 100 + '"}', 422, "body.text"),  # too many tokens (raised on the model thread)
+        (_JSON, '{"text": "   "}', 422, "body.text"),
+        (_JSON, '{"text": "x", "top_k": 0}', 422, "body.top_k"),
+        (_JSON, '{"text": "x", "top_k": 100000}', 422, "body.top_k"),
+        (_JSON, '{"text": "x", "extra": 1}', 422, "body.extra"),
+        (_JSON, '{"top_k": 3}', 422, "body.text"),
+        (_JSON, '{"text": 5}', 422, "body.text"),
+        (_JSON, '[1, 2]', 422, "body"),
+        (_JSON, '{"text": "x",', 400, "body"),
+        (_JSON, b'{"text": "\xff"}', 400, "body"),
+        (_JSON, "", 422, "body"),
+        ({"Content-Type": "text/plain"}, '{"text": "x = 1\\n"}', 422, "body"),
+        ({}, '{"text": "x = 1\\n"}', 422, "body"),
     ],
 )
-def test_inference_fast_path_answers_exactly_like_the_route(client, client_without_fast_path, headers, body):
-    """Status, content type and body bytes are the same through the lean ASGI path as through FastAPI."""
-    url = f"{API}/inference/activations"
+def test_inference_answers_every_request_with_json_naming_the_field(client, headers, body, status, field):
+    """Valid requests get the response model; bad ones a JSON error naming the field, never a 500."""
     content = body if isinstance(body, bytes) else body.encode()
-    fast = client.post(url, content=content, headers=headers)
-    routed = client_without_fast_path.post(url, content=content, headers=headers)
-    assert (fast.status_code, fast.headers.get("content-type"), fast.content) == (
-        routed.status_code, routed.headers.get("content-type"), routed.content,
-    )
-
-
-def test_inference_fast_path_answers_valid_requests_without_the_route(client, monkeypatch):
-    """A valid request never reaches FastAPI's routing (else the fast path would be dead code);
-    an invalid one does, and gets the route's validation error."""
-    from starlette.routing import Router
-
-    routed = []
-    real = Router.__call__
-
-    async def spy(self, scope, receive, send):
-        routed.append(scope["path"])
-        await real(self, scope, receive, send)
-
-    monkeypatch.setattr(Router, "__call__", spy)
-    res = client.post(f"{API}/inference/activations", json={"text": TEXT, "top_k": 2})
-    assert res.status_code == 200 and res.json()["results"]
-    assert routed == []
-    res = client.post(f"{API}/inference/activations", json={"text": TEXT, "top_k": -1})
-    assert res.status_code == 422 and res.json()["field"] == "body.top_k"
-    assert routed == [f"{API}/inference/activations"]
+    res = client.post(f"{API}/inference/activations", content=content, headers=headers)
+    assert (res.status_code, res.headers.get("content-type")) == (status, "application/json"), res.text
+    if status == 200:
+        assert ActivationsResponse.model_validate(res.json()).results
+    else:
+        assert res.json()["field"] == field and res.json()["error"]
 
 
 def test_objects_built_at_start_up_and_by_the_model_load_are_kept_out_of_gc_passes(random_sae_atlas):
@@ -268,24 +248,3 @@ def test_objects_built_at_start_up_and_by_the_model_load_are_kept_out_of_gc_pass
         assert not app.state.saescope.holder.loaded
         assert c.post(f"{API}/inference/activations", json={"text": TEXT}).status_code == 200
         assert gc.get_freeze_count() > after_start  # the model loaded since
-
-
-def test_loading_the_engine_compiles_the_kernels_live_requests_use(random_sae_atlas):
-    """The numba kernels compile when the engine loads (about a second), for the argument types live
-    requests pass: the first requests, at several top_k, compile nothing more."""
-    from fastapi.testclient import TestClient
-
-    from api_atlas import make_settings
-    from saescope.api import inference_json
-    from saescope.api.app import create_app
-    from saescope.engine import row_kernels
-
-    kernels = [row_kernels._top_k_from_lanes, row_kernels._row_totals_and_counts, inference_json._assemble_per_token]
-    app = create_app(make_settings(random_sae_atlas))  # preloads the engine at start-up
-    with TestClient(app, raise_server_exceptions=False) as c:
-        compiled = [list(kernel.signatures) for kernel in kernels]
-        assert all(compiled)
-        for top_k in (1, 5, 50):
-            r = c.post(f"{API}/inference/activations", json={"text": TEXT, "top_k": top_k})
-            assert r.status_code == 200 and len(r.json()["results"]) == 2
-        assert [list(kernel.signatures) for kernel in kernels] == compiled

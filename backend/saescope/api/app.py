@@ -1,7 +1,6 @@
 """The FastAPI application: `create_app(settings)` wires the store reader, the live engine, the
 routers under `/api/v1`, the JSON error handlers, the ASGI middlewares in front of them (the lean
-path for stored feature pages first, then the body size limit, then the lean path for live
-inference) and the static frontend.
+path for stored feature pages first, then the body size limit) and the static frontend.
 
 Owns application assembly only: routers hold the endpoints, `runtime` the engine and model worker,
 `errors` the error mapping, `store.reader` the SQL. The app is read-only: no endpoint writes to the
@@ -24,7 +23,6 @@ from fastapi.staticfiles import StaticFiles
 from saescope.api.body_limit import RequestBodyLimit
 from saescope.api.deps import AppState
 from saescope.api.errors import install_error_handlers
-from saescope.api.inference_fast_path import InferenceFastPath
 from saescope.api.page_fast_path import FeaturePageFastPath
 from saescope.api.routers import dictionaries, features, inference, interventions, meta
 from saescope.api.runtime import EngineHolder, ModelWorker, freeze_long_lived_objects
@@ -140,8 +138,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     install_error_handlers(app)
     # the last added runs first: stored pages (GET, no body) are answered before anything else looks
     # at the request; the body limit comes before anything that reads a body
-    if settings.fast_paths:
-        app.add_middleware(InferenceFastPath, state=state, prefix=API_PREFIX)
     app.add_middleware(RequestBodyLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.fast_paths:
         app.add_middleware(FeaturePageFastPath, reader=reader, prefix=API_PREFIX)

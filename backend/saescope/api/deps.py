@@ -6,14 +6,13 @@ Owns `AppState`, the `get_state` dependency routers use, and `json_response`; ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
 from pydantic_core import to_json
 
-from saescope.api.inference_json import LabelFragmentCache
 from saescope.api.runtime import EngineHolder, ModelWorker
 from saescope.api.settings import ApiSettings
 from saescope.store.reader import StoreReader
@@ -27,7 +26,6 @@ class AppState:
     reader: StoreReader
     holder: EngineHolder
     worker: ModelWorker
-    label_fragments: LabelFragmentCache = field(default_factory=LabelFragmentCache)
 
 
 async def get_state(request: Request) -> AppState:
@@ -41,9 +39,10 @@ State = Annotated[AppState, Depends(get_state)]
 def json_response(content: object) -> Response:
     """A JSON response from plain data (or ready UTF-8 JSON bytes), serialised by pydantic-core.
 
-    The hot paths (feature page, live inference) skip FastAPI's response re-validation this way; the
-    shapes stay declared as `response_model` for the OpenAPI page, and the schemathesis fuzz tests
-    check that responses conform. Non-finite floats become null rather than invalid JSON.
+    The stored-record reads (feature detail, examples, page) hand the store's data on this way,
+    without re-validating it; the shapes stay declared as `response_model` for the OpenAPI page, and
+    the schemathesis fuzz tests check that responses conform. Non-finite floats become null rather
+    than invalid JSON.
     """
     body = content if isinstance(content, bytes) else to_json(content, inf_nan_mode="null")
     return Response(content=body, media_type="application/json")

@@ -66,8 +66,7 @@ def validation_message(err: dict[str, Any]) -> tuple[int, str, str | None]:
 
 def known_error_response(exc: Exception, path: str) -> JSONResponse:
     """The JSON answer to a saescope error or a model queue / time-out error raised while serving
-    `path`; any other exception gets the last-resort 500. (Shared by the exception handlers and the
-    lean ASGI paths, which answer these errors themselves.)"""
+    `path`; any other exception gets the last-resort 500."""
     if isinstance(exc, InputError):
         return json_error(422, str(exc), exc.field)
     if isinstance(exc, NotFoundError):

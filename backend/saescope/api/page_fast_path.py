@@ -2,8 +2,7 @@
 
 Owns `FeaturePageFastPath`, a middleware that answers that request from the page pre-rendered at
 publish time (one indexed read) without FastAPI's routing, parameter validation and dependency
-layers, which on the 2-core machine cost more than the read itself (a trivial FastAPI route peaks
-near 3,500 requests/s there). It answers only what it can answer exactly as the documented route
+layers, which cost more than the read itself under concurrent load. It answers only what it can answer exactly as the documented route
 would: a canonical index in range, an id of allowed length, a page in the store. Anything else
 (bad parameters, a feature without a stored page, a store error) goes on to the FastAPI route
 unchanged, which validates, renders live or returns the JSON error. The route stays the documented

@@ -155,10 +155,9 @@ def freeze_long_lived_objects() -> None:
     """Collect garbage once, then move every object the process holds now (imported modules, the
     loaded model) out of the garbage collector's view (`gc.freeze`).
 
-    A server process holds about half a million such objects (torch, transformers, FastAPI...). Left
-    in the oldest generation, each full collection walks all of them: 250-500 ms on the 2-core
-    machine, during which every request in flight waits. Frozen, later collections walk only what
-    requests created since."""
+    A server process holds hundreds of thousands of such objects (torch, transformers, FastAPI...).
+    Left in the oldest generation, each full collection walks all of them while every request in
+    flight waits. Frozen, later collections walk only what requests created since."""
     gc.collect()
     gc.freeze()
 
@@ -208,9 +207,7 @@ class EngineHolder:
         return str(location)  # absolute path or a hub name
 
     def get_engine(self) -> Any:
-        from saescope.api.inference_json import compile_json_kernel
         from saescope.engine.engine import Engine
-        from saescope.engine.row_kernels import compile_kernels
 
         with self._lock:
             if self._engine is None:
@@ -224,8 +221,6 @@ class EngineHolder:
                     vocab=self.reader.vocab(model_id),
                     model_id=model_id,
                 )
-                compile_kernels()  # ~1.5 s in all, once, here rather than in the first live request
-                compile_json_kernel()
                 freeze_long_lived_objects()  # the model's objects live as long as the server
             return self._engine
 

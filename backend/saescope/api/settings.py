@@ -70,6 +70,6 @@ class ApiSettings(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads for model work; None keeps torch's default.")
     fast_paths: bool = Field(
         True,
-        description="Answer the two hottest requests (stored feature pages, live inference) through lean ASGI "
-        "paths in front of FastAPI (saescope.api.page_fast_path, saescope.api.inference_fast_path); same answers.",
+        description="Answer stored feature pages, the hottest request, through a lean ASGI path in front of "
+        "FastAPI (saescope.api.page_fast_path); same answers.",
     )

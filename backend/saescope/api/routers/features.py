@@ -90,7 +90,7 @@ def list_features(
     summary="One feature's full record (without example tokens)",
 )
 async def get_feature(state: State, dictionary_id: DictionaryPath, index: IndexPath) -> Response:
-    # Runs on the event loop: three indexed point queries (~1 ms) cost less than a thread hop and
+    # Runs on the event loop: three indexed point queries cost less than a thread hop and
     # GIL hand-offs under concurrency. Unbounded work (search, maps) stays in the threadpool.
     return json_response(state.reader.get_feature(dictionary_id, index))
 

@@ -2,9 +2,8 @@
 
 Dictionary ids are resolved against the store first (404 for unknown or not-ready ones; indexed
 point lookups, run on the event loop: cheaper than a thread hop) and text length is checked before a
-request takes a model queue slot; model work runs on the model thread (ModelWorker). A valid
-`/inference/activations` request is usually answered by `InferenceFastPath` in front of FastAPI,
-through the same `activations_answer`.
+request takes a model queue slot; model work, and building the response models, runs on the model
+thread (ModelWorker). FastAPI serialises the response models.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import Response
 
 from saescope.api import schemas
 from saescope.api.deps import AppState, State
-from saescope.api.inference_json import activations_json
+from saescope.engine.engine import TopFeatures
 from saescope.errors import InputError, NotFoundError
 
 router = APIRouter(tags=["inference"])
@@ -72,13 +70,7 @@ def check_index(info: dict[str, Any], index: int, field: str) -> None:
     "its firing features. Requests that queue up behind each other are micro-batched into one forward "
     "(same answers).",
 )
-async def inference_activations(state: State, request: schemas.ActivationsRequest) -> Response:
-    return Response(content=await activations_answer(state, request), media_type="application/json")
-
-
-async def activations_answer(state: AppState, request: schemas.ActivationsRequest) -> bytes:
-    """The ActivationsResponse body for a validated request (shared with `InferenceFastPath`);
-    raises the saescope, queue and time-out errors the API maps to JSON errors."""
+async def inference_activations(state: State, request: schemas.ActivationsRequest) -> schemas.ActivationsResponse:
     limits = state.settings.limits
     check_text(state, request.text, "body.text")
     if request.top_k > limits.max_top_k:
@@ -106,29 +98,40 @@ async def activations_answer(state: AppState, request: schemas.ActivationsReques
             except InputError as exc:  # fails this request only
                 tokenized.append(exc)
         good = [i for i, t in enumerate(tokenized) if not isinstance(t, Exception)]
-        tops = engine.top_feature_summaries(
+        tops = engine.top_features_batch(
             [tokenized[i] for i in good], dictionary_ids, max(items[i][1] for i in good)
         ) if good else []
         out: list[Any] = list(tokenized)
         for i, top_by_dict in zip(good, tops):
-            out[i] = activations_body(engine, tokenized[i], top_by_dict, items[i][1])
+            out[i] = activations_response(engine.token_strings(tokenized[i]), tokenized[i], top_by_dict, items[i][1])
         return out
 
-    def activations_body(engine: Any, ids: list[int], top_by_dict: dict[str, Any], top_k: int) -> bytes:
+    def activations_response(
+        tokens: list[str], ids: list[int], top_by_dict: dict[str, TopFeatures], top_k: int
+    ) -> schemas.ActivationsResponse:
+        """The response for one request of a micro-batch (which ran at its largest top_k)."""
         results = []
         for info in infos:
-            top = top_by_dict[info["id"]]  # RowSummaries [pos, k]
-            fragments = state.label_fragments.get(info, state.reader.all_labels)
+            top = top_by_dict[info["id"]]
+            labels = state.reader.all_labels(info["id"], info["created_at"])  # cached per dictionary version
+            n_labels = len(labels)
+            per_token = [
+                [
+                    {"index": i, "activation": v, "label": labels[i] if i < n_labels else ""}
+                    for i, v in zip(row_indices[:top_k], row_values[:top_k])
+                ]
+                for row_indices, row_values in zip(top.indices, top.values)
+            ]
             results.append(
                 {
                     "dictionary_id": info["id"],
                     "hook_name": info["hook_name"],
-                    "per_token": fragments.per_token(top, top_k),
-                    "token_totals": top.totals.tolist(),
-                    "token_l0": top.l0.tolist(),
+                    "per_token": per_token,
+                    "token_totals": top.totals,
+                    "token_l0": top.l0,
                 }
             )
-        return activations_json(engine.token_strings(ids), ids, results)
+        return schemas.ActivationsResponse.model_validate({"tokens": tokens, "token_ids": ids, "results": results})
 
     return await state.worker.run_batched(dictionary_ids, (request.text, request.top_k), work)
 
