@@ -53,7 +53,7 @@ def main() -> None:
     from saescope.activations.stream import iter_activation_batches
     from saescope.dictionaries.base import DictionaryMetadata
     from saescope.dictionaries.evaluation import _loss_per_context, evaluate_dictionary
-    from saescope.dictionaries.standard_sae import StandardSAE
+    from saescope.dictionaries.architectures.standard import StandardSAE
 
     cfg = HookedTransformerConfig(
         n_layers=args.layers, d_model=128, d_head=32, n_heads=4, d_mlp=512, d_vocab=4096, n_ctx=128,

@@ -10,7 +10,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from saescope.analysis.config import PrecomputeConfig
 from saescope.analysis.precompute import STATE_FILE, run_precompute
 from saescope.dictionaries.base import DictionaryMetadata
-from saescope.dictionaries.standard_sae import StandardSAE
+from saescope.dictionaries.architectures.standard import StandardSAE
 
 
 def _model() -> HookedTransformer:

@@ -28,21 +28,30 @@ def _x() -> torch.Tensor:
 
 
 def test_registry_holds_the_saelens_v6_names() -> None:
-    assert set(ARCHITECTURES) == {"standard", "topk", "batchtopk", "jumprelu"}
-    with pytest.raises(FormatError, match="unknown SAE architecture 'gated'"):
-        dictionary_class("gated")
+    assert set(ARCHITECTURES) == {"standard", "topk", "batchtopk", "jumprelu", "gated"}
+    with pytest.raises(FormatError, match="unknown SAE architecture 'matryoshka'"):
+        dictionary_class("matryoshka")
 
 
-@pytest.mark.parametrize("name", ["standard", "topk", "batchtopk", "jumprelu"])
+def test_every_training_architecture_comes_from_its_own_module() -> None:
+    from saescope.dictionaries.architectures import TRAINING_SPECS
+
+    assert set(TRAINING_SPECS) == {"relu", "topk", "batchtopk", "jumprelu", "gated"}
+    for name, spec in TRAINING_SPECS.items():
+        assert type(spec).__module__.startswith("saescope.dictionaries.architectures."), name
+
+
+@pytest.mark.parametrize("name", ["standard", "topk", "batchtopk", "jumprelu", "gated"])
 def test_each_class_builds_from_a_cfg_dict_with_saelens_tensor_names(name: str) -> None:
     d = dictionary_from_config({"architecture": name, "d_in": D, "d_sae": S, "k": 5})
     names = set(d.state_dict())
-    assert {"W_enc", "b_enc", "W_dec", "b_dec"} <= names
+    encoder_biases = {"b_gate", "r_mag", "b_mag"} if name == "gated" else {"b_enc"}
+    assert {"W_enc", "W_dec", "b_dec"} | encoder_biases <= names
     assert ("threshold" in names) == (name in ("jumprelu", "batchtopk"))
     assert d.W_enc.shape == (D, S) and d.W_dec.shape == (S, D)
 
 
-@pytest.mark.parametrize("name", ["standard", "topk", "batchtopk", "jumprelu"])
+@pytest.mark.parametrize("name", ["standard", "topk", "batchtopk", "jumprelu", "gated"])
 def test_saelens_loads_our_folders_and_encodes_identically(tmp_path: Path, name: str) -> None:
     from sae_lens import SAE
 
@@ -58,7 +67,7 @@ def test_saelens_loads_our_folders_and_encodes_identically(tmp_path: Path, name:
         torch.testing.assert_close(theirs.decode(d.encode(x)), d.decode(d.encode(x)))
 
 
-@pytest.mark.parametrize("name", ["topk", "batchtopk", "jumprelu", "standard"])
+@pytest.mark.parametrize("name", ["topk", "batchtopk", "jumprelu", "standard", "gated"])
 def test_folders_saved_by_saelens_training_saes_load_and_encode_identically(tmp_path: Path, name: str) -> None:
     from sae_lens.registry import get_sae_training_class
 

@@ -20,7 +20,7 @@ from saescope.dictionaries.baselines import (
 from saescope.dictionaries.base import DictionaryMetadata
 from saescope.dictionaries.evaluation import evaluate_dictionary
 from saescope.dictionaries.saelens_format import load_dictionary, read_config, save_dictionary
-from saescope.dictionaries.standard_sae import StandardSAE
+from saescope.dictionaries.architectures.standard import StandardSAE
 from saescope.errors import ConfigError, InputError
 
 META = DictionaryMetadata(hook_name="blocks.0.mlp.hook_post", model_name="tiny")

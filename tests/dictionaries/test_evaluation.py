@@ -12,7 +12,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from saescope.activations.stream import iter_activation_batches
 from saescope.dictionaries.base import Dictionary, DictionaryMetadata
 from saescope.dictionaries.evaluation import DictionaryMetrics, evaluate_dictionary, load_metrics, save_metrics
-from saescope.dictionaries.standard_sae import StandardSAE
+from saescope.dictionaries.architectures.standard import StandardSAE
 
 HOOK = "blocks.0.mlp.hook_post"
 
@@ -178,7 +178,7 @@ def test_all_heads_hook_z_splice_is_exact_for_identity(lm, tokens):
 
 
 def test_topk_sae_l0_is_bounded_by_k(lm, tokens):
-    from saescope.dictionaries.topk_sae import TopKSAE
+    from saescope.dictionaries.architectures.topk import TopKSAE
 
     torch.manual_seed(0)
     sae = TopKSAE(32, 64, k=4, metadata=DictionaryMetadata(hook_name=HOOK))

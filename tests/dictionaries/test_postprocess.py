@@ -19,7 +19,7 @@ from saescope.dictionaries.postprocess import (
     save_prune_result,
 )
 from saescope.dictionaries.saelens_format import load_dictionary, save_dictionary
-from saescope.dictionaries.standard_sae import StandardSAE
+from saescope.dictionaries.architectures.standard import StandardSAE
 
 D_IN, N_DIR = 32, 48
 

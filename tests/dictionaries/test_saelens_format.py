@@ -24,7 +24,7 @@ from sae_lens.saes.sae import SAEMetadata
 
 from saescope.dictionaries.base import DictionaryMetadata
 from saescope.dictionaries.saelens_format import load_dictionary, read_sparsity, save_dictionary
-from saescope.dictionaries.standard_sae import StandardSAE as OurStandardSAE
+from saescope.dictionaries.architectures.standard import StandardSAE as OurStandardSAE
 from saescope.errors import FormatError
 
 D_IN, D_SAE = 12, 40
@@ -180,9 +180,9 @@ def test_malformed_folders_raise_format_errors_naming_the_path(tmp_path):
     with pytest.raises(FormatError, match="do not match"):
         load_dictionary(tmp_path / "b")
     (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "cfg.json").write_text(json.dumps({"d_in": 4, "d_sae": 8, "architecture": "gated", "metadata": {}}))
+    (tmp_path / "c" / "cfg.json").write_text(json.dumps({"d_in": 4, "d_sae": 8, "architecture": "matryoshka", "metadata": {}}))
     save_file({"W_enc": torch.zeros(4, 8)}, str(tmp_path / "c" / "sae_weights.safetensors"))
-    with pytest.raises(FormatError, match="gated"):
+    with pytest.raises(FormatError, match="matryoshka"):
         load_dictionary(tmp_path / "c")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "cfg.json").write_text(json.dumps({"d_in": 4, "d_sae": 8, "normalize_activations": "layer_norm", "metadata": {}}))

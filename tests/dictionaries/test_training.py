@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from saescope.dictionaries.base import DictionaryMetadata
-from saescope.dictionaries.jumprelu_sae import JumpReLUSAE
-from saescope.dictionaries.standard_sae import StandardSAE
-from saescope.dictionaries.topk_sae import TopKSAE
+from saescope.dictionaries.architectures.jumprelu import JumpReLUSAE
+from saescope.dictionaries.architectures.standard import StandardSAE
+from saescope.dictionaries.architectures.topk import TopKSAE
 from saescope.dictionaries.training import SAETrainingConfig, geometric_median, lr_factor, train_sae, train_saes
 from saescope.dictionaries.training_synthetic import PlantedDictionary
 from saescope.errors import ConfigError, InputError

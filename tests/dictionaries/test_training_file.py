@@ -142,7 +142,7 @@ def test_bad_cli_options_raise_config_errors_naming_the_option(tmp_path: Path) -
     with pytest.raises(ConfigError, match="--d-sae"):
         TrainSAEOptions.parse(activations=tmp_path / "a.npy", d_sae=0, out=tmp_path)
     with pytest.raises(ConfigError, match="--architecture"):
-        TrainSAEOptions.parse(activations=tmp_path / "a.npy", architecture="gated", d_sae=8, out=tmp_path)
+        TrainSAEOptions.parse(activations=tmp_path / "a.npy", architecture="matryoshka", d_sae=8, out=tmp_path)
     options = TrainSAEOptions.parse(activations=tmp_path / "a.npy", architecture="topk", d_sae=8, k=16, out=tmp_path)
     with pytest.raises(ConfigError, match="k=16 exceeds d_sae=8"):
         options.to_config()

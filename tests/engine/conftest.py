@@ -11,7 +11,7 @@ HOOK = "blocks.0.mlp.hook_post"
 @pytest.fixture(scope="module")
 def tiny_sae(tiny_lm):
     from saescope.dictionaries.base import DictionaryMetadata
-    from saescope.dictionaries.standard_sae import StandardSAE
+    from saescope.dictionaries.architectures.standard import StandardSAE
 
     torch.manual_seed(0)
     d_in = int(tiny_lm.cfg.d_mlp)

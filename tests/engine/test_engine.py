@@ -67,7 +67,7 @@ def test_feature_activations_equal_a_manual_cache_and_encode_with_bos_zeroed(eng
 
 def test_several_dictionaries_are_read_in_one_forward(tiny_lm, tiny_sae):
     from saescope.dictionaries.base import DictionaryMetadata
-    from saescope.dictionaries.standard_sae import StandardSAE
+    from saescope.dictionaries.architectures.standard import StandardSAE
 
     eng = Engine(tiny_lm)
     eng.add_dictionary("mlp", tiny_sae)

@@ -79,3 +79,31 @@ class Dictionary(nn.Module, ABC):
     def hyperparameters(self) -> dict[str, Any]:
         """Architecture-specific settings worth showing next to the metrics (e.g. k, l1)."""
         return {}
+
+
+# Informational training settings saescope writes into cfg.json (SAELens ignores unknown keys);
+# restored by each class's from_config so hyperparameters() survives a save/load round trip.
+TRAINING_KEYS = ("trained_as", "lr", "training_tokens", "l1_coefficient", "l0_coefficient")
+
+
+def training_hyperparameters(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The TRAINING_KEYS present in a cfg dict."""
+    return {key: cfg[key] for key in TRAINING_KEYS if key in cfg}
+
+
+def metadata_from_cfg(cfg: dict[str, Any]) -> DictionaryMetadata:
+    """Metadata from a v6 `metadata` block (None values dropped) or from pre-6.0 flat fields."""
+    if isinstance(cfg.get("metadata"), dict):
+        meta = {k: v for k, v in cfg["metadata"].items() if v is not None or k == "hook_head_index"}
+        return DictionaryMetadata(**meta)
+    head = cfg.get("hook_head_index")
+    if head is None:
+        head = cfg.get("hook_point_head_index")
+    return DictionaryMetadata(
+        model_name=cfg.get("model_name") or "",
+        hook_name=cfg.get("hook_name") or cfg.get("hook_point") or "",
+        hook_head_index=head,
+        context_size=cfg.get("context_size") or 128,
+        prepend_bos=cfg.get("prepend_bos", True) if cfg.get("prepend_bos") is not None else True,
+        dataset_path=cfg.get("dataset_path") or "",
+    )

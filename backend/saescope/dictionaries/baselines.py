@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from saescope.dictionaries.base import Dictionary, DictionaryMetadata
-from saescope.dictionaries.standard_sae import StandardSAE
+from saescope.dictionaries.base import Dictionary, DictionaryMetadata, metadata_from_cfg
+from saescope.dictionaries.architectures.standard import StandardSAE
 from saescope.errors import ConfigError, InputError
 
 BaselineKind = Literal["neurons", "random", "pca", "ica", "sae"]
@@ -71,15 +71,13 @@ class BaselineDictionary(StandardSAE):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "BaselineDictionary":
-        from saescope.dictionaries.saelens_format import metadata_from_config
-
         meta = cfg.get("metadata") or {}
         return cls(
             int(cfg["d_in"]),
             int(cfg["d_sae"]),
             kind=meta.get("saescope_kind", "neurons"),
             activation=meta.get("saescope_activation", cfg.get("activation", "identity")),
-            metadata=metadata_from_config(cfg),
+            metadata=metadata_from_cfg(cfg),
             bias_scale=float(meta.get("saescope_bias_scale", cfg.get("bias_scale", 0.0))),
         )
 

@@ -81,7 +81,7 @@ def load_sparsify(folder: Path, metadata: DictionaryMetadata | None = None) -> D
     `sae.safetensors` with encoder.weight [d_sae, d_in], encoder.bias, W_dec, b_dec) as a TopKSAE."""
     from safetensors.torch import load_file
 
-    from saescope.dictionaries.topk_sae import TopKSAE
+    from saescope.dictionaries.architectures.topk import TopKSAE
 
     folder = Path(folder)
     cfg_path = folder / CFG_FILE

@@ -13,15 +13,15 @@ train or evaluate.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from saescope.dictionaries.base import Dictionary, DictionaryMetadata
-from saescope.dictionaries.standard_sae import StandardSAE
+from saescope.atomic_files import atomic_file, write_json
+from saescope.dictionaries.architectures import dictionary_class
+from saescope.dictionaries.base import Dictionary, metadata_from_cfg
 from saescope.errors import FormatError
 
 CFG_FILE = "cfg.json"
@@ -57,18 +57,6 @@ def dictionary_config(dictionary: Dictionary) -> dict[str, Any]:
     return cfg
 
 
-def _atomic_save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def save_dictionary(
     dictionary: Dictionary, folder: Path, log10_sparsity: torch.Tensor | None = None
 ) -> Path:
@@ -79,13 +67,15 @@ def save_dictionary(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in dictionary.state_dict().items()}
-    _atomic_save_file(state, folder / WEIGHTS_FILE)
+    with atomic_file(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
     if log10_sparsity is not None:
         sparsity = torch.as_tensor(log10_sparsity).detach().cpu().float().contiguous()
         if sparsity.shape != (dictionary.d_sae,):
             raise FormatError(f"log10 sparsity must have shape [{dictionary.d_sae}], got {tuple(sparsity.shape)}")
-        _atomic_save_file({"sparsity": sparsity}, folder / SPARSITY_FILE)
-    _atomic_write_text(json.dumps(dictionary_config(dictionary), indent=2), folder / CFG_FILE)
+        with atomic_file(folder / SPARSITY_FILE) as tmp:
+            save_file({"sparsity": sparsity}, str(tmp))
+    write_json(folder / CFG_FILE, dictionary_config(dictionary))
     return folder
 
 
@@ -136,13 +126,13 @@ def normalize_config(cfg: dict[str, Any], path: Path | str = "cfg.json") -> dict
         elif act not in ("relu",) and architecture == "standard":
             raise FormatError(f"{path}: activation function {act!r} is not supported (relu or topk)")
         out["architecture"] = architecture
-        out["metadata"] = metadata_from_config(cfg).model_dump()
+        out["metadata"] = metadata_from_cfg(cfg).model_dump()
         norm = cfg.get("normalize_activations")
         if isinstance(norm, bool):
             norm = "expected_average_only_in" if norm else "none"
         out["normalize_activations"] = norm or "none"
     else:
-        out["metadata"] = metadata_from_config(cfg).model_dump()  # drops SAELens None values
+        out["metadata"] = metadata_from_cfg(cfg).model_dump()  # drops SAELens None values
     out.setdefault("architecture", "standard")
     if out.get("normalize_activations") not in _IDENTITY_NORMALIZATIONS:
         raise FormatError(
@@ -150,24 +140,6 @@ def normalize_config(cfg: dict[str, Any], path: Path | str = "cfg.json") -> dict
             "transformation saescope does not apply; fold it into the weights or export with 'none'"
         )
     return out
-
-
-def metadata_from_config(cfg: dict[str, Any]) -> DictionaryMetadata:
-    """Metadata from a v6 `metadata` block or from pre-6.0 flat fields."""
-    if isinstance(cfg.get("metadata"), dict):
-        meta = {k: v for k, v in cfg["metadata"].items() if v is not None or k == "hook_head_index"}
-        return DictionaryMetadata(**meta)
-    head = cfg.get("hook_head_index")
-    if head is None:
-        head = cfg.get("hook_point_head_index")
-    return DictionaryMetadata(
-        model_name=cfg.get("model_name") or "",
-        hook_name=cfg.get("hook_name") or cfg.get("hook_point") or "",
-        hook_head_index=head,
-        context_size=cfg.get("context_size") or 128,
-        prepend_bos=cfg.get("prepend_bos", True) if cfg.get("prepend_bos") is not None else True,
-        dataset_path=cfg.get("dataset_path") or "",
-    )
 
 
 def _dictionary_for_config(cfg: dict[str, Any], path: Path) -> Dictionary:
@@ -178,19 +150,10 @@ def _dictionary_for_config(cfg: dict[str, Any], path: Path) -> Dictionary:
 
         return BaselineDictionary.from_config(cfg)
     architecture = cfg.get("architecture") or "standard"
-    try:
-        from saescope.dictionaries import architectures
-    except ImportError:  # registry not there yet: standard only
-        if architecture != "standard":
-            raise FormatError(f"{path}: architecture {architecture!r} not supported") from None
-        return StandardSAE.from_config(cfg) if hasattr(StandardSAE, "from_config") else StandardSAE(
-            int(cfg["d_in"]), int(cfg["d_sae"]), metadata_from_config(cfg),
-            apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-        )
     if architecture == "jumprelu" and cfg.get("trained_as") == "batchtopk":
         architecture = "batchtopk"
     try:
-        cls = architectures.dictionary_class(architecture)
+        cls = dictionary_class(architecture)
         return cls.from_config(cfg)  # type: ignore[attr-defined]
     except FormatError as exc:
         raise FormatError(f"{path}: {exc}") from exc

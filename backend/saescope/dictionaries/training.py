@@ -1,15 +1,18 @@
 """Training sparse autoencoders on a stream of activation batches.
 
-Owns `SAETrainingConfig` (every training option, validated), `train_sae` (one SAE) and
-`train_saes` (a sweep: several SAEs fed the same batches in one pass), the optimiser and schedules
-(Adam, LR warm-up and linear decay, sparsity-coefficient warm-up), input normalisation to norm
-sqrt(d_in) folded into the weights at the end, `b_dec` initialisation, decoder-norm handling,
-dead-latent bookkeeping and resampling, and the training history. The arithmetic of one step lives
-in `training_kernels.py`, the checkpoint file in `training_checkpoint.py`, and resumable training
-(checkpoints, exact resume) from a matrix file in `training_file.py` and from a seekable activation
-stream in `training_stream.py`; `train_saes` here takes a plain iterable and has no checkpoints.
-This module knows nothing about language models or where activations come from: it takes an
-iterable of `[batch, d_in]` tensors.
+Owns `SAETrainingConfig` (every training option, validated), `SAETrainer` (one SAE under
+training), `train_sae` (one SAE) and `train_saes` (a sweep: several SAEs fed the same batches in
+one pass), the optimiser and schedules (Adam, LR warm-up and linear decay, sparsity-coefficient
+warm-up), input normalisation to norm sqrt(d_in) folded into the weights at the end, `b_dec`
+initialisation, decoder-norm handling, dead-latent bookkeeping and resampling, and the training
+history. Everything that differs between architectures comes from the architecture's
+`TrainingSpec` (`dictionaries/architectures/`): this module names no architecture. A step is the
+spec's autograd `loss`, or its registered `accelerated_step` when the config allows it. The
+checkpoint file lives in `training_checkpoint.py`, and resumable training (checkpoints, exact
+resume) from a matrix file in `training_file.py` and from a seekable activation stream in
+`training_stream.py`; `train_saes` here takes a plain iterable and has no checkpoints. This module
+knows nothing about language models or where activations come from: it takes an iterable of
+`[batch, d_in]` tensors.
 """
 
 from __future__ import annotations
@@ -19,24 +22,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
-from saescope.dictionaries import training_kernels as K
+from saescope.dictionaries.architectures import TRAINING_NAMES, training_spec
 from saescope.dictionaries.base import Dictionary, DictionaryMetadata
-from saescope.dictionaries.batchtopk_sae import BatchTopKSAE
-from saescope.dictionaries.jumprelu_sae import JumpReLUSAE
-from saescope.dictionaries.standard_sae import StandardSAE
-from saescope.dictionaries.topk_sae import TopKSAE
+from saescope.dictionaries.training_spec import DEFAULT_K, StepContext, StepStats, TrainingSpec
 from saescope.devices import resolve_device
 from saescope.errors import ConfigError, InputError
-
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
-
-# Sparsity-coefficient defaults, in the units of the loss (squared error summed over d_in on inputs
-# normalised to norm sqrt(d_in)); see SAETrainingConfig.sparsity_for.
-DEFAULT_L1_PER_SQRT_D = 0.25
-DEFAULT_L0_PER_D = 1.0 / 128
 
 
 class SAETrainingConfig(BaseModel):
@@ -44,16 +37,22 @@ class SAETrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    architecture: Architecture = Field("relu", description="relu (ReLU + L1), topk, batchtopk or jumprelu.")
+    architecture: str = Field(
+        "relu", description=f"A registered architecture: {', '.join(TRAINING_NAMES)} (dictionaries/architectures/)."
+    )
+    architecture_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the architecture itself (its TrainingSpec.Options), e.g. aux_k for topk.",
+    )
     d_sae: int = Field(4096, ge=1, description="Number of latents (features).")
     k: int | None = Field(
-        None, ge=1, description="Active latents per token for topk/batchtopk (default 32; ignored otherwise)."
+        None, ge=1, description=f"Active latents per token for the k-sparse architectures (default {DEFAULT_K})."
     )
     l1: float | None = Field(
         None,
         ge=0,
-        description="Sparsity coefficient: L1 for relu (default 0.25 * sqrt(d_in), 5.66 at d_in 512), "
-        "L0 for jumprelu (default d_in / 128); ignored by topk/batchtopk.",
+        description="Sparsity coefficient of architectures with a penalty: L1 (default 0.25 * sqrt(d_in)) or "
+        "L0 (default d_in / 128); ignored by the k-sparse ones.",
     )
     lr: float | None = Field(
         None,
@@ -86,25 +85,20 @@ class SAETrainingConfig(BaseModel):
     apply_b_dec_to_input: bool = Field(True, description="Encode x - b_dec (SAELens default) rather than x.")
     tied_init: bool = Field(True, description="Initialise the encoder as the decoder's transpose.")
     decoder_init_norm: float = Field(
-        1.0, gt=0, description="Initial norm of each decoder row (relu; Anthropic use 0.1 for long runs)."
+        1.0, gt=0, description="Initial norm of each decoder row under 'penalty' decoder norms (Anthropic use "
+        "0.1 for long runs)."
     )
     decoder_norm: Literal["penalty", "unit"] | None = Field(
         None,
-        description="penalty: free decoder norms, L1 weighted by them (relu default); unit: rows kept at "
-        "norm 1 with the gradient's radial part removed (default for topk/batchtopk/jumprelu).",
+        description="penalty: free decoder norms, the penalty weighted by them; unit: rows kept at norm 1 with "
+        "the gradient's radial part removed. Default: the architecture's.",
     )
-
-    aux_k: int | None = Field(None, ge=1, description="AuxK latents (topk/batchtopk). Default d_in // 2.")
-    aux_coefficient: float = Field(1 / 32, ge=0, description="AuxK loss coefficient (Gao et al. 1/32).")
     dead_tokens: int = Field(
         200_000, ge=1, description="A latent that has not fired for this many tokens counts as dead."
     )
     resample_dead_every_tokens: int | None = Field(
-        None, ge=1, description="relu: re-initialise dead latents on high-loss inputs every N tokens (Bricken)."
+        None, ge=1, description="Re-initialise dead latents on badly reconstructed inputs every N tokens (Bricken)."
     )
-    jumprelu_bandwidth: float = Field(0.05, gt=0, description="STE kernel width for JumpReLU.")
-    jumprelu_init_threshold: float = Field(0.01, ge=0, description="Initial JumpReLU threshold.")
-    batchtopk_threshold_lr: float = Field(0.01, gt=0, le=1, description="EMA rate of the BatchTopK threshold.")
 
     shuffle_buffer_tokens: int = Field(
         65_536, ge=0, description="Tokens held in the shuffling buffer for streamed batches (0: no shuffling)."
@@ -116,17 +110,24 @@ class SAETrainingConfig(BaseModel):
         500_000, ge=1, description="Firing densities (log10_density) are measured over the last N tokens."
     )
     log_every_steps: int | None = Field(None, ge=1, description="History interval (default: ~200 points).")
+    accelerated: bool = Field(
+        True, description="Use the architecture's accelerated step where it registers one (else plain autograd)."
+    )
     sparse_kernels: Literal["auto", "always", "never"] = Field(
-        "auto", description="Use the sparse decode/backward when latents are sparse enough."
+        "auto", description="Let the accelerated step take its sparse path: when latents are sparse enough, always, never."
     )
     device: str = Field("cpu", description="Torch device for training: cpu, cuda, cuda:N or auto.")
 
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        training_spec(value)  # ConfigError naming the registered ones
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "SAETrainingConfig":
-        if self.architecture in ("topk", "batchtopk"):
-            k = self.k if self.k is not None else 32
-            if k > self.d_sae:
-                raise ConfigError(f"k={k} exceeds d_sae={self.d_sae}: choose k <= d_sae")
+        self.spec.check(self.d_sae, self.resolved_k)
+        self.spec.options(self.architecture_options)
         if self.lr_warmup_fraction + self.lr_decay_fraction > 1:
             raise ConfigError("lr_warmup_fraction + lr_decay_fraction must be <= 1")
         return self
@@ -134,22 +135,21 @@ class SAETrainingConfig(BaseModel):
     # resolved values ---------------------------------------------------------------------------
 
     @property
+    def spec(self) -> TrainingSpec:
+        return training_spec(self.architecture)
+
+    @property
+    def options(self) -> BaseModel:
+        """The architecture's validated options."""
+        return self.spec.options(self.architecture_options)
+
+    @property
     def resolved_k(self) -> int:
-        return self.k if self.k is not None else 32
+        return self.k if self.k is not None else DEFAULT_K
 
     def sparsity_for(self, d_in: int) -> float:
-        """The L1 (relu) or L0 (jumprelu) coefficient: `l1`, or the default for this d_in.
-
-        In normalised units (||x|| ~ sqrt(d_in)) a latent carrying a share 1/L0 of the norm has an
-        activation ~ sqrt(d_in / L0): an L1 coefficient proportional to sqrt(d_in), and an L0
-        coefficient proportional to d_in, keep the same sparsity across widths."""
-        if self.l1 is not None:
-            return self.l1
-        if self.architecture == "relu":
-            return DEFAULT_L1_PER_SQRT_D * math.sqrt(d_in)
-        if self.architecture == "jumprelu":
-            return DEFAULT_L0_PER_D * d_in
-        return 0.0
+        """The sparsity coefficient: `l1`, or the architecture's default for this d_in."""
+        return self.l1 if self.l1 is not None else self.spec.default_sparsity(d_in)
 
     @property
     def resolved_lr(self) -> float:
@@ -161,7 +161,7 @@ class SAETrainingConfig(BaseModel):
     def resolved_decoder_norm(self) -> str:
         if self.decoder_norm is not None:
             return self.decoder_norm
-        return "penalty" if self.architecture == "relu" else "unit"
+        return self.spec.default_decoder_norm
 
     @property
     def total_steps(self) -> int:
@@ -169,11 +169,8 @@ class SAETrainingConfig(BaseModel):
 
     def hyperparameters(self, d_in: int) -> dict[str, Any]:
         """What to record next to the dictionary (cfg.json, store)."""
-        out: dict[str, Any] = {"trained_as": self.architecture, "lr": self.resolved_lr, "training_tokens": self.tokens}
-        if self.architecture in ("relu", "jumprelu"):
-            out["l1_coefficient" if self.architecture == "relu" else "l0_coefficient"] = self.sparsity_for(d_in)
-        if self.architecture in ("topk", "batchtopk"):
-            out["k"] = self.resolved_k
+        out = self.spec.hyperparameters(self.sparsity_for(d_in), self.resolved_k)
+        out.update(lr=self.resolved_lr, training_tokens=self.tokens)
         return out
 
 
@@ -182,7 +179,7 @@ class TrainingResult(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    dictionary: Any = Field(description="The trained Dictionary (StandardSAE, TopKSAE or JumpReLUSAE).")
+    dictionary: Any = Field(description="The trained Dictionary (the architecture's inference class).")
     history: list[dict[str, float]] = Field(description="Per-interval averages: tokens, loss, mse, fvu, l0, ...")
     log10_density: Any = Field(description="Tensor [d_sae]: log10 firing frequency over the last window.")
     config: SAETrainingConfig
@@ -329,40 +326,39 @@ def lr_factor(step: int, total_steps: int, warmup_fraction: float, decay_fractio
 class SAETrainer:
     """State of one SAE under training: parameters, Adam, counters. `step(x)` does one update."""
 
+    SPARSE_DENSITY = 0.06  # sparse_kernels "auto": the sparse path below this fraction of active latents
+
     def __init__(self, config: SAETrainingConfig, d_in: int, scale: float, b_dec_init: Tensor | None) -> None:
         self.config = config
+        self.spec = config.spec
+        self.options = config.options
         self.d_in = d_in
         self.scale = scale
-        cfg = config
-        self.params = K.SAEParameters(
-            d_in, cfg.d_sae, threshold=cfg.architecture == "jumprelu", decoder_bias=cfg.decoder_bias
-        )
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.params = self.spec.create_parameters(d_in, config.d_sae, config.decoder_bias)
+        self.generator = torch.Generator().manual_seed(config.seed)
         self._init_parameters(b_dec_init)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(config.device)
         self.params.to(self.device)
         self.optimizer = torch.optim.Adam(
             self.params.trainable(),
-            lr=cfg.resolved_lr,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_eps,
+            lr=config.resolved_lr,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_eps,
             fused=True,
         )
         self.step_index = 0
         self.tokens_seen = 0
-        self.tokens_since_fired = torch.zeros(cfg.d_sae, dtype=torch.int64)
-        self.window_counts = torch.zeros(cfg.d_sae, dtype=torch.float64)
+        self.tokens_since_fired = torch.zeros(config.d_sae, dtype=torch.int64)
+        self.window_counts = torch.zeros(config.d_sae, dtype=torch.float64)
         self.window_tokens = 0
-        self.prev_window_counts = torch.zeros(cfg.d_sae, dtype=torch.float64)
+        self.prev_window_counts = torch.zeros(config.d_sae, dtype=torch.float64)
         self.prev_window_tokens = 0
-        self.batchtopk_threshold = 0.0
-        self._threshold_ema = 0.0
+        self.architecture_state = self.spec.initial_state()
         self._last_density = 1.0
         self.history: list[dict[str, float]] = []
         self._acc: dict[str, float] = {}
         self._acc_steps = 0
-        total = cfg.total_steps
-        self.log_every = cfg.log_every_steps or max(1, total // 200)
+        self.log_every = config.log_every_steps or max(1, config.total_steps // 200)
 
     @torch.no_grad()
     def _init_parameters(self, b_dec_init: Tensor | None) -> None:
@@ -379,33 +375,32 @@ class SAETrainer:
             p.W_encT.uniform_(-bound, bound, generator=g)
         p.b_enc.zero_()
         p.b_dec.copy_(b_dec_init if b_dec_init is not None else torch.zeros(self.d_in))
-        if p.threshold is not None:
-            p.threshold.fill_(cfg.jumprelu_init_threshold)
+        self.spec.init_latent_vectors(p, self.options)
+
+    def context(self, sparse: bool = False) -> StepContext:
+        """The values a step of the architecture needs beyond parameters and batch."""
+        cfg = self.config
+        return StepContext(
+            sparsity_coefficient=self.sparsity_coefficient(),
+            k=cfg.resolved_k,
+            dead=(self.tokens_since_fired >= cfg.dead_tokens).to(self.device),
+            apply_b_dec_to_input=cfg.apply_b_dec_to_input,
+            weight_sparsity_by_decoder_norm=cfg.resolved_decoder_norm == "penalty",
+            options=self.options,
+            sparse=sparse,
+        )
 
     @torch.no_grad()
     def calibrate_encoder(self, sample: Tensor) -> float:
         """Scale the (tied) encoder so the initial reconstruction of `sample` (normalised units)
-        has the least-squares right size; returns the factor. With a tied init, TopK and above all
-        BatchTopK (which can give one large token dozens of near-parallel latents) otherwise start
-        far overshooting, which costs a short run much of its budget. Selection is unchanged
-        (positive scaling, b_enc = 0). The encoder is only ever shrunk (a ReLU SAE with small
-        initial decoder rows keeps its init)."""
-        cfg, p = self.config, self.params
+        has the least-squares right size; returns the factor. With a tied init, the k-sparse
+        architectures (BatchTopK above all, which can give one large token dozens of near-parallel
+        latents) otherwise start far overshooting, which costs a short run much of its budget.
+        Selection is unchanged (positive scaling, zero encoder biases). The encoder is only ever
+        shrunk (a ReLU SAE with small initial decoder rows keeps its init)."""
+        p = self.params
         x = sample[:8192].to(self.device)
-        x_in = x - p.b_dec if cfg.apply_b_dec_to_input else x
-        pre = x_in @ p.W_encT.t() + p.b_enc
-        k = cfg.resolved_k
-        if cfg.architecture == "relu":
-            f = pre.relu()
-        elif cfg.architecture == "jumprelu":
-            f = pre * (pre > p.threshold)
-        elif cfg.architecture == "topk":
-            vals, idx = pre.topk(k, dim=1)
-            f = torch.zeros_like(pre).scatter_(1, idx, vals.relu())
-        else:
-            n_keep = min(k * x.shape[0], pre.numel())
-            kth = pre.flatten().topk(n_keep).values.min()
-            f = pre * ((pre >= kth) & (pre > 0))
+        f = self.spec.codes(p, x, self.context())
         recon = f @ p.W_dec  # without b_dec: the part the encoder scale controls
         target = x - p.b_dec
         denom = recon.pow(2).sum()
@@ -418,8 +413,6 @@ class SAETrainer:
         return alpha
 
     # -- one step ---------------------------------------------------------------------------------
-
-    SPARSE_DENSITY = 0.06  # "auto": sparse path below this fraction of active latents
 
     def _use_sparse(self) -> bool:
         mode = self.config.sparse_kernels
@@ -439,31 +432,26 @@ class SAETrainer:
             self.step_index, cfg.total_steps, cfg.lr_warmup_fraction, cfg.lr_decay_fraction
         )
 
+    def compute_gradients(self, x: Tensor, ctx: StepContext) -> StepStats:
+        """Loss statistics of `x`, with the gradients written into the parameters' `.grad`:
+        the accelerated step when there is one and the config allows it, else autograd."""
+        accelerated = self.spec.accelerated_step if self.config.accelerated else None
+        if accelerated is not None:
+            with torch.no_grad():
+                return accelerated(self.params, x, ctx)
+        for param in self.params.parameters():
+            param.grad = None
+        with torch.enable_grad():
+            stats = self.spec.loss(self.params, x, ctx)
+            stats.loss.backward()
+        return stats.detached()
+
     @torch.no_grad()
-    def step(self, x: Tensor, x_var_sum: Tensor | None = None) -> K.StepStats:
+    def step(self, x: Tensor, x_var_sum: Tensor | None = None) -> StepStats:
         """One optimiser step on normalised activations `x [B, d_in]`."""
         cfg, p = self.config, self.params
-        coef = self.sparsity_coefficient()
-        arch = cfg.architecture
-        if arch in ("topk", "batchtopk"):
-            dead = (self.tokens_since_fired >= cfg.dead_tokens).to(self.device)
-            fn = K.topk_step if arch == "topk" else K.batchtopk_step
-            stats = fn(p, x, cfg.resolved_k, dead, cfg.aux_k or max(1, self.d_in // 2), cfg.aux_coefficient,
-                       cfg.apply_b_dec_to_input)
-            if arch == "batchtopk":
-                rate = cfg.batchtopk_threshold_lr
-                # EMA of the smallest kept activation (SAELens), bias-corrected like Adam's moments so a
-                # short run does not end with a threshold still pulled towards its 0 start
-                self._threshold_ema = (1 - rate) * self._threshold_ema + rate * float(stats.extra["min_kept"])
-                self.batchtopk_threshold = self._threshold_ema / (1 - (1 - rate) ** (self.step_index + 1))
-                del stats.extra["min_kept"]
-        elif arch == "relu":
-            fn = K.relu_l1_sparse_step if self._use_sparse() else K.relu_l1_step
-            stats = fn(p, x, coef, weight_l1_by_decoder_norm=cfg.resolved_decoder_norm == "penalty",
-                       apply_b_dec_to_input=cfg.apply_b_dec_to_input)
-        else:
-            stats = K.jumprelu_step(p, x, coef, cfg.jumprelu_bandwidth, cfg.apply_b_dec_to_input,
-                                    sparse=self._use_sparse())
+        ctx = self.context(sparse=self._use_sparse())
+        stats = self.compute_gradients(x, ctx)
         self._last_density = float(stats.l0) / cfg.d_sae
         unit = cfg.resolved_decoder_norm == "unit"
         if unit:
@@ -476,8 +464,7 @@ class SAETrainer:
         self.optimizer.step()
         if unit:
             p.W_dec.div_(p.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
-        if p.threshold is not None:
-            p.threshold.clamp_(min=0.0)
+        self.spec.after_step(p, stats, self.architecture_state, self.step_index, self.options)
 
         B = x.shape[0]
         stats.counts = stats.counts.cpu()
@@ -486,10 +473,9 @@ class SAETrainer:
         self._update_density(stats.counts, B)
         self.step_index += 1
         self.tokens_seen += B
-        self._record(stats, x, x_var_sum, coef, lr)
+        self._record(stats, x, x_var_sum, ctx.sparsity_coefficient, lr)
         if (
             cfg.resample_dead_every_tokens
-            and cfg.architecture == "relu"
             and self.tokens_seen // cfg.resample_dead_every_tokens
             != (self.tokens_seen - B) // cfg.resample_dead_every_tokens
             and self.step_index < cfg.total_steps * (1 - cfg.lr_decay_fraction)
@@ -517,7 +503,7 @@ class SAETrainer:
         freq = counts / max(tokens, 1)
         return torch.log10(freq + 1e-10).float()
 
-    def _record(self, stats: K.StepStats, x: Tensor, x_var_sum: Tensor | None, coef: float, lr: float) -> None:
+    def _record(self, stats: StepStats, x: Tensor, x_var_sum: Tensor | None, coef: float, lr: float) -> None:
         B = x.shape[0]
         if x_var_sum is None:
             flat = x.reshape(-1)  # sum of squares minus B |mean|^2: two fast passes, no [B, d] temporaries
@@ -544,8 +530,7 @@ class SAETrainer:
                 sparsity_coefficient=coef,
                 dead_fraction=float((self.tokens_since_fired >= self.config.dead_tokens).float().mean()),
             )
-            if self.config.architecture == "batchtopk":
-                row["threshold"] = self.batchtopk_threshold
+            row.update(self.spec.history_extras(self.architecture_state))
             self.history.append(row)
             self._acc, self._acc_steps = {}, 0
 
@@ -556,9 +541,9 @@ class SAETrainer:
         dead = (self.tokens_since_fired >= self.config.dead_tokens).nonzero().flatten()
         if dead.numel() == 0:
             return 0
-        x_in = x - p.b_dec if self.config.apply_b_dec_to_input else x
-        f = torch.relu(torch.addmm(p.b_enc, x_in, p.W_encT.t()))
-        err = (torch.addmm(p.b_dec, f, p.W_dec) - x).pow(2).sum(1).cpu()  # [B]
+        ctx = self.context()
+        x_in = p.encoder_input(x, self.config.apply_b_dec_to_input)
+        err = (p.decode(self.spec.codes(p, x, ctx)) - x).pow(2).sum(1).cpu()  # [B]
         picks = torch.multinomial(err / err.sum(), dead.numel(), replacement=True, generator=self.generator)
         dead = dead.to(self.device)
         dirs = x_in[picks.to(self.device)]
@@ -570,7 +555,7 @@ class SAETrainer:
         p.W_dec[dead] = dirs * (dec_norm if self.config.resolved_decoder_norm == "penalty" else 1.0)
         p.W_encT[dead] = dirs * enc_norm * 0.2
         p.b_enc[dead] = 0.0
-        for param in (p.W_dec, p.W_encT, p.b_enc):
+        for param in p.per_latent():
             state = self.optimizer.state.get(param, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
@@ -596,8 +581,7 @@ class SAETrainer:
             "window_tokens": self.window_tokens,
             "prev_window_counts": self.prev_window_counts.clone(),
             "prev_window_tokens": self.prev_window_tokens,
-            "batchtopk_threshold": self.batchtopk_threshold,
-            "threshold_ema": self._threshold_ema,
+            "architecture_state": dict(self.architecture_state),
             "last_density": self._last_density,
             "history": [dict(r) for r in self.history],
             "acc": dict(self._acc),
@@ -619,8 +603,7 @@ class SAETrainer:
         trainer.window_tokens = int(state["window_tokens"])
         trainer.prev_window_counts = state["prev_window_counts"].clone()
         trainer.prev_window_tokens = int(state["prev_window_tokens"])
-        trainer.batchtopk_threshold = float(state["batchtopk_threshold"])
-        trainer._threshold_ema = float(state["threshold_ema"])
+        trainer.architecture_state = {k: float(v) for k, v in state["architecture_state"].items()}
         trainer._last_density = float(state["last_density"])
         trainer.history = [dict(r) for r in state["history"]]
         trainer._acc = dict(state["acc"])
@@ -632,33 +615,13 @@ class SAETrainer:
     @torch.no_grad()
     def to_dictionary(self, metadata: DictionaryMetadata | None) -> Dictionary:
         """Inference dictionary in raw activation units with unit-norm decoder rows."""
-        cfg, p = self.config, self.params
-        d_in, d_sae = self.d_in, cfg.d_sae
-        if cfg.architecture == "relu":
-            d: StandardSAE = StandardSAE(d_in, d_sae, metadata, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
-        elif cfg.architecture == "topk":
-            d = TopKSAE(d_in, d_sae, cfg.resolved_k, metadata, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
-        elif cfg.architecture == "batchtopk":
-            d = BatchTopKSAE(d_in, d_sae, cfg.resolved_k, metadata, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
-        else:
-            d = JumpReLUSAE(d_in, d_sae, metadata, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
-        c = self.scale
-        d.W_enc.copy_(p.W_encT.t())
-        d.b_enc.copy_(p.b_enc / c)
-        d.W_dec.copy_(p.W_dec)
-        d.b_dec.copy_(p.b_dec / c)
-        if isinstance(d, JumpReLUSAE):
-            if cfg.architecture == "batchtopk":
-                d.threshold.fill_(self.batchtopk_threshold / c)
-            else:
-                assert p.threshold is not None
-                d.threshold.copy_(p.threshold / c)
-        if cfg.architecture in ("relu", "jumprelu"):
-            d.fold_decoder_norms()
-        else:  # unit-norm rows already; renormalise away rounding
-            d.W_dec.div_(d.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
-        d.set_hyperparameters(cfg.hyperparameters(d_in))
-        return d
+        cfg = self.config
+        dictionary = self.spec.inference_dictionary(
+            self.params, cfg.resolved_k, metadata, cfg.apply_b_dec_to_input, self.architecture_state, self.scale
+        )
+        self.spec.finish(dictionary)
+        dictionary.set_hyperparameters(cfg.hyperparameters(self.d_in))  # type: ignore[attr-defined]
+        return dictionary
 
 
 # ------------------------------------------------------------------------------------------------

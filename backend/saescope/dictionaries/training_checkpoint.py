@@ -29,7 +29,7 @@ from saescope.errors import ConfigError, TrainingInterrupted
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pt"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import Tensor
 
 from saescope.dictionaries.base import DictionaryMetadata
+from saescope.dictionaries.architectures import TRAINING_NAMES
 from saescope.dictionaries.training import (
-    Architecture,
     SAETrainer,
     SAETrainingConfig,
     TrainingResult,
@@ -173,10 +173,10 @@ class TrainSAEOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     activations: Path = Field(description="--activations FILE: .safetensors (tensor 'activations') or .npy, [n, d_in].")
-    architecture: Architecture = Field("relu", description="--architecture {relu,topk,batchtopk,jumprelu}.")
+    architecture: str = Field("relu", description=f"--architecture {{{','.join(TRAINING_NAMES)}}}.")
     d_sae: int = Field(description="--d-sae N: number of latents.", ge=1)
-    k: int | None = Field(None, ge=1, description="--k K: active latents per token (topk/batchtopk; default 32).")
-    l1: float | None = Field(None, ge=0, description="--l1 C: L1 (relu) or L0 (jumprelu) coefficient.")
+    k: int | None = Field(None, ge=1, description="--k K: active latents per token (k-sparse architectures; default 32).")
+    l1: float | None = Field(None, ge=0, description="--l1 C: sparsity coefficient (L1 or L0 penalty architectures).")
     tokens: int | None = Field(None, ge=1, description="--tokens N: training tokens (default: one pass over the file).")
     seed: int = Field(0, description="--seed S.")
     out: Path = Field(description="--out DIR: output SAELens folder.")
@@ -186,6 +186,13 @@ class TrainSAEOptions(BaseModel):
         1_000_000, ge=1, description="--checkpoint-every N: checkpoint every N tokens (resumable)."
     )
     resume: bool = Field(True, description="--no-resume sets False: ignore an existing checkpoint.")
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        if value not in TRAINING_NAMES:
+            raise ValueError(f"unknown architecture {value!r}; choose one of {', '.join(TRAINING_NAMES)}")
+        return value
 
     @classmethod
     def parse(cls, **values: Any) -> "TrainSAEOptions":
@@ -229,9 +236,6 @@ class TrainSAEOptions(BaseModel):
 
 
 def _check_file_configs(configs: Sequence[SAETrainingConfig], matrix: ActivationMatrix) -> None:
-    for c in configs:
-        if c.architecture in ("topk", "batchtopk") and c.resolved_k > c.d_sae:
-            raise ConfigError(f"k={c.resolved_k} exceeds d_sae={c.d_sae}")
     first = configs[0]
     for c in configs[1:]:
         if (c.batch_size, c.tokens, c.seed) != (first.batch_size, first.tokens, first.seed):

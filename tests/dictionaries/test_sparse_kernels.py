@@ -1,4 +1,5 @@
-"""The hand-written SAE training steps give the same losses and gradients as autograd."""
+"""The accelerated (hand-written, sparse) training steps give the same losses and gradients as autograd:
+the registered architectures' own autograd losses, and direct autograd references."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import pytest
 import torch
 from torch import Tensor
 
-from saescope.dictionaries import training_kernels as K
+from saescope.dictionaries import sparse_kernels as K
+from saescope.dictionaries.architectures import TRAINING_SPECS
+from saescope.dictionaries.training_spec import SAEParameters, StepContext
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 
 B, D, S = 64, 16, 48
 
 
-def _params(seed: int = 0, threshold: bool = False) -> K.SAEParameters:
+def _params(seed: int = 0, threshold: bool = False) -> SAEParameters:
     g = torch.Generator().manual_seed(seed)
-    p = K.SAEParameters(D, S, threshold=threshold)
+    p = SAEParameters(D, S, ("threshold",) if threshold else ())
     with torch.no_grad():
         p.W_encT.copy_(torch.randn(S, D, generator=g) * 0.3)
         p.W_dec.copy_(torch.randn(S, D, generator=g) * 0.3)
@@ -32,11 +35,11 @@ def _x(seed: int = 1) -> Tensor:
     return torch.randn(B, D, generator=torch.Generator().manual_seed(seed))
 
 
-def _reference(p: K.SAEParameters) -> dict[str, Tensor]:
+def _reference(p: SAEParameters) -> dict[str, Tensor]:
     return {name: t.detach().clone().requires_grad_(True) for name, t in p.named_parameters()}
 
 
-def _assert_grads(p: K.SAEParameters, ref: dict[str, Tensor]) -> None:
+def _assert_grads(p: SAEParameters, ref: dict[str, Tensor]) -> None:
     for name, t in p.named_parameters():
         assert t.grad is not None, name
         torch.testing.assert_close(t.grad, ref[name].grad, rtol=1e-4, atol=1e-5, msg=name)
@@ -149,3 +152,55 @@ def test_two_stage_topk_rows_equals_torch_topk(rows: int, cols: int, k: int, gro
         torch.testing.assert_close(values.sort(1, descending=True).values, expected, rtol=0, atol=0)
         torch.testing.assert_close(pre.gather(1, columns), values, rtol=0, atol=0)
         assert all(len(set(r)) == k for r in columns.tolist())  # k distinct columns per row
+
+
+ACCELERATED = sorted(name for name, spec in TRAINING_SPECS.items() if spec.accelerated_step is not None)
+
+
+def _spec_params(name: str, seed: int = 0) -> SAEParameters:
+    spec = TRAINING_SPECS[name]
+    g = torch.Generator().manual_seed(seed)
+    p = spec.create_parameters(D, S, decoder_bias=True)
+    with torch.no_grad():
+        for param_name, param in p.named_parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * (0.3 if param.dim() == 2 else 0.1))
+        if hasattr(p, "threshold"):
+            p.threshold.copy_(torch.rand(S, generator=g) * 0.3)
+    return p
+
+
+def test_the_four_classic_architectures_register_an_accelerated_step() -> None:
+    assert {"relu", "topk", "batchtopk", "jumprelu"} <= set(ACCELERATED)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n_dead", [0, 7])
+@pytest.mark.parametrize("name", ACCELERATED)
+def test_every_accelerated_step_matches_its_architectures_autograd_loss(name: str, n_dead: int, weighted: bool,
+                                                                         sparse: bool) -> None:
+    spec = TRAINING_SPECS[name]
+    dead = torch.zeros(S, dtype=torch.bool)
+    dead[:n_dead] = True
+    options = spec.options({})
+    if "aux_k" in spec.Options.model_fields:
+        options = spec.options({"aux_k": 12, "aux_coefficient": 0.5})
+    elif "bandwidth" in spec.Options.model_fields:
+        options = spec.options({"bandwidth": 0.2})
+    ctx = StepContext(sparsity_coefficient=0.7, k=6, dead=dead, apply_b_dec_to_input=True,
+                      weight_sparsity_by_decoder_norm=weighted, options=options, sparse=sparse)
+    x = _x()
+    reference = _spec_params(name)
+    with torch.enable_grad():
+        want = spec.loss(reference, x, ctx)
+        want.loss.backward()
+    accelerated = _spec_params(name)
+    with torch.no_grad():
+        got = spec.accelerated_step(accelerated, x, ctx)
+    torch.testing.assert_close(got.loss, want.loss.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.l0, want.l0, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got.counts, want.counts)
+    for param_name, param in accelerated.named_parameters():
+        assert param.grad is not None, param_name
+        torch.testing.assert_close(param.grad, dict(reference.named_parameters())[param_name].grad,
+                                   rtol=1e-4, atol=1e-5, msg=param_name)

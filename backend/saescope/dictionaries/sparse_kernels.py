@@ -1,73 +1,32 @@
-"""Hand-written forward + backward passes of one SAE training step, per architecture.
+"""Accelerated SAE training steps: hand-written forward and backward passes over sparse codes.
 
-Owns the arithmetic of a step: given a batch of (normalised) activations and the current
-parameters, compute the losses and write the exact gradients into `param.grad`, without autograd.
-Writing the backward by hand lets each architecture skip work autograd would do: the gradient of
-`b_dec` through the encoder input is a mat-vec instead of a [batch, d_in] matmul, and the sparse
-architectures (TopK, BatchTopK, and ReLU/JumpReLU once they are sparse) decode, and compute
-`dW_dec` and `dW_enc`, only over the active latents (gather / `embedding_bag` / sparse CSR
-products), as EleutherAI sparsify's fused encoder does. Correctness is checked against autograd
-in tests/dictionaries/test_training_kernels.py. This module knows nothing about data, schedules,
-optimisers or files.
-
-Parameter layout (all float32, one row per latent where it applies):
-  W_encT [d_sae, d_in] (the SAELens W_enc transposed), b_enc [d_sae], W_dec [d_sae, d_in],
-  b_dec [d_in], threshold [d_sae] (JumpReLU only).
-Loss convention: squared error summed over d_in, averaged over the batch (SAELens, Anthropic).
+Owns the arithmetic that the architectures register as their `accelerated_step`: given a batch of
+(normalised) activations and the current parameters, compute the losses and write the exact
+gradients into `param.grad`, without autograd. Writing the backward by hand lets a step skip work
+autograd would do: the gradient of `b_dec` through the encoder input is a mat-vec instead of a
+[batch, d_in] matmul, and the sparse architectures (TopK, BatchTopK, and ReLU/JumpReLU once they
+are sparse) decode, and compute `dW_dec` and `dW_enc`, only over the active latents (gather /
+`embedding_bag` / sparse CSR products), as EleutherAI sparsify's fused encoder does. Every step
+here is checked against its architecture's autograd `loss` in
+tests/dictionaries/test_sparse_kernels.py. This module knows no architecture registry, data,
+schedules, optimisers or files; parameters follow the layout of `training_spec.SAEParameters`.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from saescope.dictionaries.training_spec import SAEParameters, StepStats
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 ENCODE_BLOCK_BYTES = 256 * 2**20  # CPU TopK's pre-activation workspace: larger batches go in row blocks
 TOPK_GROUP = 8  # columns per group in the two-stage CPU top-k (`topk_rows`)
 AUX_DENSE_FACTOR = 4  # AuxK runs dense over the dead latents' block while there are at most 4 * aux_k of them
-
-
-@dataclass
-class StepStats:
-    """Scalars of one step (python floats are produced lazily by the caller via `.item()`)."""
-
-    loss: Tensor
-    mse: Tensor  # sum over d_in of squared error, mean over batch
-    sparsity: Tensor  # L1 (relu) or L0 (jumprelu) penalty before its coefficient; 0 for topk
-    aux: Tensor  # AuxK loss before its coefficient (topk/batchtopk), else 0
-    l0: Tensor  # mean active latents per token
-    counts: Tensor  # [d_sae] float: tokens on which each latent fired in this batch
-    extra: dict[str, Tensor] = field(default_factory=dict)
-
-
-class SAEParameters(nn.Module):
-    """Trainable tensors of one SAE in the kernel layout (see module docstring)."""
-
-    def __init__(self, d_in: int, d_sae: int, threshold: bool = False, decoder_bias: bool = True) -> None:
-        super().__init__()
-        self.d_in, self.d_sae = d_in, d_sae
-        self.W_encT = nn.Parameter(torch.empty(d_sae, d_in))
-        self.b_enc = nn.Parameter(torch.zeros(d_sae))
-        self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
-        self.b_dec = nn.Parameter(torch.zeros(d_in), requires_grad=decoder_bias)
-        self.threshold = nn.Parameter(torch.zeros(d_sae)) if threshold else None
-        self._workspaces: dict[str, Tensor] = {}  # scratch tensors (`workspace`), never saved
-
-    def trainable(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def workspace(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """A scratch tensor kept between steps (not state: never saved). Reusing it spares the
-        allocator a fresh mapping, and the kernel its page faults, for a tens-of-MB buffer per step."""
-        buffer = self._workspaces.get(name)
-        if buffer is None or buffer.shape != torch.Size(shape) or buffer.dtype != dtype:
-            buffer = self._workspaces[name] = torch.empty(shape, dtype=dtype, device=self.W_dec.device)
-        return buffer
 
 
 def _zero_grad_like(p: nn.Parameter) -> Tensor:
@@ -159,9 +118,8 @@ class TransposedPattern:
     dW_enc^T = dZ^T x) as one `embedding_bag` each: bag i sums the dense rows of the tokens where
     latent i is active, weighted by the entry values. The grouping is one stable sort of the latent
     ids, shared by every product of the step; embedding_bag then runs multi-threaded and gathers
-    whole rows, where torch's sparse COO x dense product scatters entry by entry on one thread
-    (measured 5.9x slower for dW_dec at B 4096, k 32, d 512 on 2 threads). Stable order keeps the
-    sums of a bag in token order, so results are deterministic."""
+    whole rows, where torch's sparse COO x dense product scatters entry by entry on one thread.
+    Stable order keeps the sums of a bag in token order, so results are deterministic."""
 
     def __init__(self, crow: Tensor, cols: Tensor, B: int, S: int) -> None:
         rows = torch.repeat_interleave(
@@ -290,8 +248,8 @@ def topk_rows(pre: Tensor, k: int, group: int = TOPK_GROUP) -> tuple[Tensor, Ten
     Two stages on CPU: the row's k largest entries all lie in the k groups of `group` consecutive
     columns with the largest maxima (a group holding one of them has a maximum at least the k-th
     largest value, and at most k groups can), so a max-pool, a top-k over S/group group maxima and
-    a top-k over k*group candidates replace the top-k over S: about 25% less time at S 4096, k 32
-    (torch's CPU top-k copies every row into (value, index) pairs first)."""
+    a top-k over k*group candidates replace the top-k over S (torch's CPU top-k copies every row
+    into (value, index) pairs first; docs/benchmarks.md has the figures)."""
     R, S = pre.shape
     if pre.device.type != "cpu" or S % group or k * group * 2 > S:
         return pre.topk(k, dim=1, sorted=False)
@@ -311,8 +269,7 @@ def _encode_topk(
     """(vals [B, k], cols [B, k], pre of the dead latents [B, n_dead] or None) of pre = x_in W_enc + bias.
 
     On CPU the pre-activations go into a workspace kept between steps: a fresh [B, S] output costs
-    the GEMM a new mapping and its page faults (measured at B 4096, S 4096 on 2 cores: 114-118 ms
-    with a new output, 98-99 ms into a reused one). Past `ENCODE_BLOCK_BYTES` the batch is encoded
+    the GEMM a new mapping and its page faults. Past `ENCODE_BLOCK_BYTES` the batch is encoded
     in row blocks, each block's top-k (and dead columns) taken before the next, so the workspace
     stays bounded. A GPU (caching allocator) encodes the batch at once."""
     B, S = x_in.shape[0], params.d_sae

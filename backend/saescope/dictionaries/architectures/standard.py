@@ -1,6 +1,8 @@
 """The standard (Anthropic-style) SAE: `f = ReLU(W_enc^T (x - b_dec) + b_enc)`, `x_hat = f W_dec + b_dec`.
 
-Owns the inference class of the ReLU + L1 architecture. Training lives in `training.py`.
+Owns the ReLU + L1 architecture: its inference class (SAELens v6 name "standard") and its training
+spec (training name "relu": loss = MSE + l1 * sum_i f_i ||W_dec[i]||, with the sparse kernels as
+its accelerated step).
 """
 
 from __future__ import annotations
@@ -10,7 +12,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from saescope.dictionaries.base import Dictionary, DictionaryMetadata
+from saescope.dictionaries import sparse_kernels as K
+from saescope.dictionaries.base import Dictionary, DictionaryMetadata, metadata_from_cfg, training_hyperparameters
+from saescope.dictionaries.training_spec import (
+    SAEParameters,
+    StepContext,
+    StepStats,
+    TrainingSpec,
+    copy_linear_weights,
+    mse_loss,
+    zero,
+)
 
 
 class StandardSAE(Dictionary):
@@ -52,13 +64,10 @@ class StandardSAE(Dictionary):
     def encode(self, x: Tensor) -> Tensor:
         return torch.relu(self.pre_activations(x))
 
-    # --- SAELens-format construction (used by architectures.ARCHITECTURES) -------------------
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "StandardSAE":
         """An (uninitialised-weights) instance shaped by a SAELens `cfg.json` dict."""
-        from saescope.dictionaries.architectures import metadata_from_cfg, training_hyperparameters
-
         sae = cls(
             int(cfg["d_in"]),
             int(cfg["d_sae"]),
@@ -88,3 +97,50 @@ class StandardSAE(Dictionary):
         self.W_enc.mul_(norms[None, :])
         self.b_enc.mul_(norms)
         return norms
+
+
+def sparsity_penalty(f: Tensor, params: SAEParameters, weighted: bool) -> Tensor:
+    """Mean over the batch of sum_i f_i (times ||W_dec[i]|| when `weighted`)."""
+    if weighted:
+        return (f * params.W_dec.norm(dim=1)).sum(-1).mean()
+    return f.sum(-1).mean()
+
+
+def firing_stats(f: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean active latents per token, [d_sae] firing counts) of codes `f [B, d_sae]`."""
+    counts = (f.detach() > 0).float().sum(0)
+    return counts.sum() / f.shape[0], counts
+
+
+class ReLUTraining(TrainingSpec):
+    """ReLU + L1, decoder norms free and weighting the L1 penalty (Anthropic, SAELens standard)."""
+
+    name = "relu"
+    description = "ReLU + L1 penalty weighted by decoder norms"
+    penalty = "l1"
+    default_decoder_norm = "penalty"
+
+    def codes(self, params: SAEParameters, x: Tensor, ctx: StepContext) -> Tensor:
+        return params.pre_activations(x, ctx.apply_b_dec_to_input).relu()
+
+    def loss(self, params: SAEParameters, x: Tensor, ctx: StepContext) -> StepStats:
+        f = self.codes(params, x, ctx)
+        mse = mse_loss(params.decode(f), x)
+        sparsity = sparsity_penalty(f, params, ctx.weight_sparsity_by_decoder_norm)
+        l0, counts = firing_stats(f)
+        return StepStats(mse + ctx.sparsity_coefficient * sparsity, mse, sparsity, zero(x.device), l0, counts)
+
+    def accelerated_step(self, params: SAEParameters, x: Tensor, ctx: StepContext) -> StepStats:
+        step = K.relu_l1_sparse_step if ctx.sparse else K.relu_l1_step
+        return step(params, x, ctx.sparsity_coefficient, weight_l1_by_decoder_norm=ctx.weight_sparsity_by_decoder_norm,
+                    apply_b_dec_to_input=ctx.apply_b_dec_to_input)
+
+    def inference_dictionary(self, params: SAEParameters, k: int, metadata: DictionaryMetadata | None,
+                             apply_b_dec_to_input: bool, state: dict[str, float], scale: float) -> Dictionary:
+        sae = StandardSAE(params.d_in, params.d_sae, metadata, apply_b_dec_to_input=apply_b_dec_to_input)
+        copy_linear_weights(sae, params, scale)
+        return sae
+
+
+SAELENS_CLASSES = {"standard": StandardSAE}
+TRAINING = ReLUTraining()
