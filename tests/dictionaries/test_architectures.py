@@ -86,3 +86,37 @@ def test_folders_saved_by_saelens_training_saes_load_and_encode_identically(tmp_
     with torch.no_grad():
         torch.testing.assert_close(ours.encode(x), theirs.encode(x))
         torch.testing.assert_close(ours(x), theirs.decode(theirs.encode(x)))
+
+
+def test_a_trained_gated_sae_is_evaluated_saved_and_read_by_sae_lens(tmp_path: Path) -> None:
+    """The gated architecture, added as one module: trained, evaluated on a model, saved, read by sae-lens."""
+    import numpy as np
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from saescope.dictionaries.base import DictionaryMetadata
+    from saescope.dictionaries.evaluation import evaluate_dictionary
+    from saescope.dictionaries.training import SAETrainingConfig, train_sae
+
+    hook = "blocks.0.mlp.hook_post"
+    lm = HookedTransformer(HookedTransformerConfig(
+        n_layers=1, d_model=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=100, n_ctx=16,
+        act_fn="gelu", normalization_type="LN", seed=0, device="cpu",
+    )).eval()
+    tokens = np.random.default_rng(1).integers(1, 100, size=(64, 16), dtype=np.int64)
+    with torch.no_grad():
+        _, cache = lm.run_with_cache(torch.from_numpy(tokens), names_filter=hook)
+    acts = cache[hook].reshape(-1, 32)
+    config = SAETrainingConfig(architecture="gated", d_sae=64, l1=0.5, tokens=8192, batch_size=256, lr=3e-3)
+    result = train_sae(config, [acts] * 8, DictionaryMetadata(hook_name=hook, model_name="tiny"), progress=False)
+    gated = result.dictionary
+    assert gated.architecture == "gated" and gated.hyperparameters()["trained_as"] == "gated"
+    metrics = evaluate_dictionary(lm, gated, tokens[:8])
+    assert 0.0 < metrics.l0 < 64 and metrics.explained_variance > 0.3
+    save_dictionary(gated, tmp_path)
+    theirs = SAE.load_from_disk(str(tmp_path), device="cpu")
+    assert theirs.cfg.architecture() == "gated"
+    x = acts[:50]
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.encode(x), gated.encode(x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(load_dictionary(tmp_path).encode(x), gated.encode(x))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from saescope.dictionaries.base import DictionaryMetadata
+from saescope.dictionaries.architectures.gated import GatedSAE
 from saescope.dictionaries.architectures.jumprelu import JumpReLUSAE
 from saescope.dictionaries.architectures.standard import StandardSAE
 from saescope.dictionaries.architectures.topk import TopKSAE
@@ -35,11 +36,12 @@ def _fvu(d, x: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(
-    "architecture, cls", [("relu", StandardSAE), ("topk", TopKSAE), ("batchtopk", JumpReLUSAE), ("jumprelu", JumpReLUSAE)]
+    "architecture, cls",
+    [("relu", StandardSAE), ("topk", TopKSAE), ("batchtopk", JumpReLUSAE), ("jumprelu", JumpReLUSAE), ("gated", GatedSAE)],
 )
 def test_train_sae_returns_a_unit_norm_dictionary_that_reconstructs(architecture: str, cls: type) -> None:
     meta = DictionaryMetadata(hook_name="blocks.0.mlp.hook_post", model_name="planted")
-    result = train_sae(_small(architecture=architecture, k=4, l1=1.0 if architecture == "relu" else None),
+    result = train_sae(_small(architecture=architecture, k=4, l1=1.0 if architecture in ("relu", "gated") else None),
                        _batches(), meta, progress=False)
     d = result.dictionary
     assert isinstance(d, cls) and d.d_in == 16 and d.d_sae == 128
@@ -149,3 +151,20 @@ def test_dead_latents_are_resampled_towards_badly_reconstructed_inputs() -> None
     assert float(trainer.params.b_enc.detach()[:64].abs().max()) == 0.0
     stats = trainer.step(x)
     assert int((stats.counts[:64] > 0).sum()) > 32, "resampled latents fire again"
+
+
+@pytest.mark.parametrize("architecture", ["relu", "topk", "jumprelu", "gated"])
+def test_the_autograd_step_trains_every_architecture(architecture: str) -> None:
+    """accelerated=False takes each architecture's plain autograd loss; it trains as well."""
+    cfg = _small(architecture=architecture, k=4, l1=1.0 if architecture in ("relu", "gated") else None, accelerated=False)
+    result = train_sae(cfg, _batches(), progress=False)
+    x = PLANTED.sample(2000, torch.Generator().manual_seed(9))
+    assert _fvu(result.dictionary, x) < 0.5
+
+
+def test_architecture_options_are_validated_by_the_architecture() -> None:
+    assert _small(architecture="topk", architecture_options={"aux_k": 8}).options.aux_k == 8
+    with pytest.raises(ConfigError, match="topk options"):
+        _small(architecture="topk", architecture_options={"bandwidth": 0.1})
+    with pytest.raises(ConfigError, match="unknown architecture 'matryoshka'"):
+        _small(architecture="matryoshka")
