@@ -81,9 +81,10 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     checkpoint_every = args.checkpoint_every if args.checkpoint_every is not None else DEFAULT_CHECKPOINT_EVERY
     if args.activations is not None:
         from saescope.dictionaries.training import train_sae_from_file
+        from saescope.pipeline.activations import training_matrix
 
         result = train_sae_from_file(
-            args.activations, config, args.out, checkpoint_every=checkpoint_every, resume=not args.no_resume
+            training_matrix(args.activations), config, args.out, checkpoint_every=checkpoint_every, resume=not args.no_resume
         )
     else:
         from saescope.pipeline.dictionaries import train_sae_on_model
@@ -227,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Train an SAE from an activation matrix file (.safetensors tensor 'activations' [n, d_in], or .npy) "
         "or from a model's activations at a hook point; writes an SAELens-format folder.",
     )
-    p.add_argument("--activations", type=Path, help="matrix file: .safetensors (tensor 'activations') or .npy")
+    p.add_argument("--activations", type=Path, help="matrix file: .safetensors (tensor 'activations') or .npy, "
+                   "or an activation cache folder written by cache-activations")
     p.add_argument("--model", help="instead of --activations: model location (checkpoint folder or hub name)")
     p.add_argument("--hook", default="blocks.0.mlp.hook_post", help=HOOK_HELP)
     p.add_argument("--architecture", choices=ARCHITECTURES, default="relu")
