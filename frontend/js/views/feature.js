@@ -114,6 +114,26 @@ function exampleGroups(host, detail, examples) {
   setContent(host, sections);
 }
 
+/** The live activations of the feature on a text, shaded relative to its corpus maximum. */
+function liveActivations(res, detail) {
+  const max = detail.max_activation > 0 ? detail.max_activation : Math.max(1e-9, res.max_activation);
+  return [h('p', { class: 'small' }, `max activation on this text: `, h('strong', {}, fmt(res.max_activation, 4)),
+    ` (${detail.max_activation > 0 ? `${fmt(100 * res.max_activation / detail.max_activation, 1)}% of the corpus max` : 'feature never fired on the corpus'})`),
+  renderTokens(res.tokens, res.activations, { max, bos: true, multiline: true, className: 'try-tokens' })];
+}
+
+/** The per-token effect of ablating the feature and the next-token log-probabilities it moved most. */
+function ablationResult(res) {
+  const maxAbs = Math.max(1e-9, ...res.delta_logprob.map(Math.abs));
+  return [
+    h('p', { class: 'small' }, 'Effect of removing the feature on log p(token | prefix): orange tokens were predicted better with the feature (clean − ablated > 0), blue ones worse.'),
+    renderTokens(res.tokens, res.delta_logprob.map((d) => -d), { max: maxAbs, bos: true, markMax: false, valueName: 'clean − ablated log p', className: 'ablate-tokens',
+      titleFn: (i) => (res.activations?.length ? `feature ${fmt(res.activations[i], 3)}` : '') }),
+    res.top_moved.length ? h('div', { class: 'moved' }, h('h4', {}, 'Next-token log-probabilities moved most (ablated − clean)'),
+      res.top_moved.slice(0, 12).map((m) => h('span', { class: `chip ${m.delta < 0 ? 'pos' : 'neg'}`, title: `token id ${m.token_id}` }, `${displayToken(m.token)} ${fmt(m.delta, 3)}`)))
+      : h('p', { class: 'muted small' }, 'The feature does not fire on this text, so nothing moved.')];
+}
+
 function tryYourOwn(dict, detail) {
   const text = h('textarea', { rows: 3, placeholder: 'Type or paste text to see where this feature fires…', 'aria-label': 'Text to test the feature on', class: 'try-text' });
   const runButton = h('button', { type: 'submit' }, 'Run');
@@ -121,40 +141,19 @@ function tryYourOwn(dict, detail) {
   const out = h('div', { class: 'try-result', 'aria-live': 'polite' });
   const form = h('form', { class: 'try-form' }, text, h('div', { class: 'row' }, runButton, ablateButton,
     h('span', { class: 'muted small' }, 'Shaded relative to the feature\'s corpus maximum; hover a token for its value.')), out);
-  const busy = (b) => { runButton.disabled = b; ablateButton.disabled = b; };
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
+  // Send the text with `request`, show the answer with `show`; both buttons wait meanwhile.
+  const act = async (busyText, request, show) => {
     if (!text.value) { setContent(out, errorBox(new Error('Enter some text first.'))); return; }
-    busy(true);
-    setContent(out, loading('Running the model…'));
+    runButton.disabled = true; ablateButton.disabled = true;
+    setContent(out, loading(busyText));
     try {
-      const res = await api.featureOnText({ text: text.value, dictionary: dict.id, index: detail.index });
-      const max = detail.max_activation > 0 ? detail.max_activation : Math.max(1e-9, res.max_activation);
-      setContent(out, h('p', { class: 'small' }, `max activation on this text: `, h('strong', {}, fmt(res.max_activation, 4)),
-        ` (${detail.max_activation > 0 ? `${fmt(100 * res.max_activation / detail.max_activation, 1)}% of the corpus max` : 'feature never fired on the corpus'})`),
-      renderTokens(res.tokens, res.activations, { max, bos: true, multiline: true, className: 'try-tokens' }));
+      setContent(out, show(await request({ text: text.value, dictionary: dict.id, index: detail.index })));
     } catch (err) {
       setContent(out, errorBox(err));
-    } finally { busy(false); }
-  });
-  ablateButton.addEventListener('click', async () => {
-    if (!text.value) { setContent(out, errorBox(new Error('Enter some text first.'))); return; }
-    busy(true);
-    setContent(out, loading('Ablating…'));
-    try {
-      const res = await api.ablate({ text: text.value, dictionary: dict.id, index: detail.index });
-      const maxAbs = Math.max(1e-9, ...res.delta_logprob.map(Math.abs));
-      setContent(out,
-        h('p', { class: 'small' }, 'Effect of removing the feature on log p(token | prefix): orange tokens were predicted better with the feature (clean − ablated > 0), blue ones worse.'),
-        renderTokens(res.tokens, res.delta_logprob.map((d) => -d), { max: maxAbs, bos: true, markMax: false, valueName: 'clean − ablated log p', className: 'ablate-tokens',
-          titleFn: (i) => (res.activations?.length ? `feature ${fmt(res.activations[i], 3)}` : '') }),
-        res.top_moved.length ? h('div', { class: 'moved' }, h('h4', {}, 'Next-token log-probabilities moved most (ablated − clean)'),
-          res.top_moved.slice(0, 12).map((m) => h('span', { class: `chip ${m.delta < 0 ? 'pos' : 'neg'}`, title: `token id ${m.token_id}` }, `${displayToken(m.token)} ${fmt(m.delta, 3)}`)))
-          : h('p', { class: 'muted small' }, 'The feature does not fire on this text, so nothing moved.'));
-    } catch (err) {
-      setContent(out, errorBox(err));
-    } finally { busy(false); }
-  });
+    } finally { runButton.disabled = false; ablateButton.disabled = false; }
+  };
+  form.addEventListener('submit', (e) => { e.preventDefault(); act('Running the model…', api.featureOnText, (res) => liveActivations(res, detail)); });
+  ablateButton.addEventListener('click', () => act('Ablating…', api.ablate, ablationResult));
   return h('section', { class: 'card try-card' }, h('h3', {}, 'Try your own text'), form);
 }
 
@@ -172,6 +171,64 @@ function neighboursBlock(dict, detail, prefixes) {
       h('td', { class: 'num' }, fmt(m.cosine, 3)))))) : h('p', { class: 'muted' }, 'No other dictionary at this hook point.'));
 }
 
+/** Links to the previous and next features, the table, the map and the steering playground. */
+function featureNav(dict, index, detail) {
+  const steerStrength = detail.max_activation > 0 ? Number((detail.max_activation * 2).toPrecision(2)) : 5;
+  return h('nav', { class: 'feature-nav' },
+    index > 0 ? h('a', { href: featureHash(dict.id, index - 1), title: 'Previous feature ([)' }, `‹ ${name(dict, index - 1)}`) : null,
+    index < dict.d_sae - 1 ? h('a', { href: featureHash(dict.id, index + 1), title: 'Next feature (])' }, `${name(dict, index + 1)} ›`) : null,
+    h('a', { href: featuresHash(dict.id) }, 'all features'),
+    h('a', { href: mapHash(dict.hook_name) }, 'map'),
+    h('a', { href: buildHash(['steer'], { f: `${dict.id}:${index}:add:${steerStrength}` }) }, 'steer with it'));
+}
+
+/** Title, navigation, label with flags, statistics and explanations. */
+function featureSummary(dict, index, detail) {
+  return [
+    h('div', { class: 'page-head feature-head' },
+      h('h1', {}, name(dict, index), ' ', h('span', { class: 'muted' }, dict.id)),
+      featureNav(dict, index, detail)),
+    h('p', { class: 'feature-label' }, detail.label || h('span', { class: 'muted' }, 'no label'),
+      detail.dead ? h('span', { class: 'badge dead' }, 'dead') : null,
+      detail.pruned ? h('span', { class: 'badge pruned' }, 'pruned') : null),
+    statBlock([
+      ['density', fmtDensity(detail.density), 'Share of corpus tokens where it fires'],
+      ['max activation', fmt(detail.max_activation, 4)],
+      ['mean activation', fmt(detail.mean_activation, 4), 'Mean over the tokens where it fires'],
+      ['decoder norm', fmt(detail.decoder_norm, 4)],
+      ['score', fmt(detail.score), 'Best explanation score'],
+      ['hook point', dict.hook_name],
+    ]),
+    explanationsBlock(detail)];
+}
+
+/** The two-column body; hosts: {histEl, logitsHistEl, examplesHost}, filled once the page is shown. */
+function featureGrid(dict, detail, prefixes, hosts) {
+  return h('div', { class: 'feature-grid' },
+    h('div', { class: 'col-side' },
+      h('section', { class: 'card' }, h('h3', {}, 'Activation histogram'), hosts.histEl),
+      h('section', { class: 'card' }, h('h3', {}, 'Logit effects'),
+        h('div', { class: 'logit-tables' }, logitTable('promoted', detail.logits_top, 'logits-top'), logitTable('suppressed', detail.logits_bottom, 'logits-bottom')),
+        hosts.logitsHistEl),
+      h('section', { class: 'card' }, neighboursBlock(dict, detail, prefixes))),
+    h('div', { class: 'col-main' },
+      tryYourOwn(dict, detail),
+      h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h3', {}, 'Examples'),
+        detail.max_activation > 0 ? shadeLegend(detail.max_activation) : null), hosts.examplesHost)));
+}
+
+/** Keys [ and ] open the previous and next feature. */
+function wireFeatureKeys(dict, index, ctx) {
+  const onKey = (e) => {
+    const tag = (e.target.tagName || '').toLowerCase();
+    if (tag === 'input' || tag === 'textarea' || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === '[' && index > 0) ctx.navigate(featureHash(dict.id, index - 1));
+    if (e.key === ']' && index < dict.d_sae - 1) ctx.navigate(featureHash(dict.id, index + 1));
+  };
+  document.addEventListener('keydown', onKey);
+  ctx.onCleanup(() => document.removeEventListener('keydown', onKey));
+}
+
 export async function render(root, route, ctx) {
   const dictId = route.params.dictionary;
   const index = Number(route.params.index);
@@ -186,59 +243,19 @@ export async function render(root, route, ctx) {
   document.title = `${name(dict, index)} · ${dict.id} · saescope`;
   ctx.onCleanup(() => { document.title = 'saescope'; });
 
-  const steerStrength = detail.max_activation > 0 ? Number((detail.max_activation * 2).toPrecision(2)) : 5;
-  const nav = h('nav', { class: 'feature-nav' },
-    index > 0 ? h('a', { href: featureHash(dict.id, index - 1), title: 'Previous feature ([)' }, `‹ ${name(dict, index - 1)}`) : null,
-    index < dict.d_sae - 1 ? h('a', { href: featureHash(dict.id, index + 1), title: 'Next feature (])' }, `${name(dict, index + 1)} ›`) : null,
-    h('a', { href: featuresHash(dict.id) }, 'all features'),
-    h('a', { href: mapHash(dict.hook_name) }, 'map'),
-    h('a', { href: buildHash(['steer'], { f: `${dict.id}:${index}:add:${steerStrength}` }) }, 'steer with it'));
-
-  append(root, [
-    h('div', { class: 'page-head feature-head' },
-      h('h1', {}, name(dict, index), ' ', h('span', { class: 'muted' }, dict.id)),
-      nav),
-    h('p', { class: 'feature-label' }, detail.label || h('span', { class: 'muted' }, 'no label'),
-      detail.dead ? h('span', { class: 'badge dead' }, 'dead') : null,
-      detail.pruned ? h('span', { class: 'badge pruned' }, 'pruned') : null),
-    statBlock([
-      ['density', fmtDensity(detail.density), 'Share of corpus tokens where it fires'],
-      ['max activation', fmt(detail.max_activation, 4)],
-      ['mean activation', fmt(detail.mean_activation, 4), 'Mean over the tokens where it fires'],
-      ['decoder norm', fmt(detail.decoder_norm, 4)],
-      ['score', fmt(detail.score), 'Best explanation score'],
-      ['hook point', dict.hook_name],
-    ]),
-    explanationsBlock(detail)]);
-
-  const histEl = h('div', { class: 'plot act-hist' });
-  const logitsHistEl = h('div', { class: 'plot logits-hist' });
-  const examplesHost = h('div', { class: 'example-groups' });
-  root.append(h('div', { class: 'feature-grid' },
-    h('div', { class: 'col-side' },
-      h('section', { class: 'card' }, h('h3', {}, 'Activation histogram'), histEl),
-      h('section', { class: 'card' }, h('h3', {}, 'Logit effects'),
-        h('div', { class: 'logit-tables' }, logitTable('promoted', detail.logits_top, 'logits-top'), logitTable('suppressed', detail.logits_bottom, 'logits-bottom')),
-        logitsHistEl),
-      h('section', { class: 'card' }, neighboursBlock(dict, detail, prefixes))),
-    h('div', { class: 'col-main' },
-      tryYourOwn(dict, detail),
-      h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h3', {}, 'Examples'),
-        detail.max_activation > 0 ? shadeLegend(detail.max_activation) : null), examplesHost))));
-
-  const onKey = (e) => {
-    const tag = (e.target.tagName || '').toLowerCase();
-    if (tag === 'input' || tag === 'textarea' || e.ctrlKey || e.metaKey || e.altKey) return;
-    if (e.key === '[' && index > 0) ctx.navigate(featureHash(dict.id, index - 1));
-    if (e.key === ']' && index < dict.d_sae - 1) ctx.navigate(featureHash(dict.id, index + 1));
+  const hosts = {
+    histEl: h('div', { class: 'plot act-hist' }),
+    logitsHistEl: h('div', { class: 'plot logits-hist' }),
+    examplesHost: h('div', { class: 'example-groups' }),
   };
-  document.addEventListener('keydown', onKey);
-  ctx.onCleanup(() => document.removeEventListener('keydown', onKey));
+  append(root, featureSummary(dict, index, detail));
+  root.append(featureGrid(dict, detail, prefixes, hosts));
+  wireFeatureKeys(dict, index, ctx);
 
   const tasks = [
-    activationHistogram(histEl, detail).catch((err) => setContent(histEl, errorBox(err, 'Histogram'))),
-    logitsHistogram(logitsHistEl, detail).catch((err) => setContent(logitsHistEl, errorBox(err, 'Histogram'))),
+    activationHistogram(hosts.histEl, detail).catch((err) => setContent(hosts.histEl, errorBox(err, 'Histogram'))),
+    logitsHistogram(hosts.logitsHistEl, detail).catch((err) => setContent(hosts.logitsHistEl, errorBox(err, 'Histogram'))),
   ];
-  try { exampleGroups(examplesHost, detail, page.examples); } catch (err) { setContent(examplesHost, errorBox(err, 'Examples')); }
+  try { exampleGroups(hosts.examplesHost, detail, page.examples); } catch (err) { setContent(hosts.examplesHost, errorBox(err, 'Examples')); }
   await Promise.all(tasks);
 }

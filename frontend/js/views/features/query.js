@@ -2,12 +2,12 @@
 // shared), and turned into the parameters of the server's feature list, which applies every sort,
 // filter and search itself. Plain data in and out; no DOM and no requests here.
 
-export const SORTABLE = { index: 'asc', density: 'desc', max_activation: 'desc', score: 'desc' };
+const SORTABLE = { index: 'asc', density: 'desc', max_activation: 'desc', score: 'desc' };
 export const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_LIMIT = 50;
 
 // URL query keys, passed unchanged to the API as its filter parameters.
-export const FILTER_KEYS = ['q', 'min_density', 'max_density', 'min_max_activation', 'max_max_activation', 'min_score', 'dead', 'pruned'];
+const FILTER_KEYS = ['q', 'min_density', 'max_density', 'min_max_activation', 'max_max_activation', 'min_score', 'dead', 'pruned'];
 
 /** The table state ({sort, order, limit, offset, ...filters}) a URL query describes. */
 export function readState(query) {
