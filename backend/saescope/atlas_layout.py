@@ -6,11 +6,14 @@ An atlas directory holds everything one `saescope demo`/`precompute` run produce
       model/                    built-in or local model checkpoint (config.json, model.safetensors,
                                 tokenizer/)
       dictionaries/NAME/        one SAELens-format folder per dictionary (cfg.json,
-                                sae_weights.safetensors, sparsity.safetensors, metrics.json)
+                                sae_weights.safetensors, sparsity.safetensors, metrics.json,
+                                training.json; pruning.json when pruned)
       atlas.db                  the SQLite store (unless a PostgreSQL URL is given)
       work/                     resumable job state (checkpoints, partial precompute); never read by
                                 the server
         saes/                   the checkpoint of an interrupted SAE training sweep (state.pt)
+        precompute/             the checkpoint of an interrupted precompute
+      build_report.json         what the last `saescope demo` build produced and reused
 
 This module only computes paths; it creates nothing and imports no other stage.
 """
