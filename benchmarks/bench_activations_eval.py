@@ -7,7 +7,7 @@ saving of running only the blocks that are needed shows). Tokens: random ids.
 Prints, all measured in this run (ratios are the figures to quote):
 - streaming tokens/s: `iter_activation_batches` (hook + stop_at_layer) vs `run_with_cache` of the
   whole model with a names filter (the common way), and the ratio;
-- cache: seconds to build, rows/s of ordered and shuffled `iter_batches` reads, vs re-streaming;
+- cache: seconds to build, rows/s of ordered and shuffled `ChunkedBatches` reads, vs re-streaming;
 - evaluation: tokens/s of `evaluate_dictionary` vs a naive implementation that runs four full
   forwards per batch (clean, spliced, zero, mean), and the ratio.
 
@@ -49,6 +49,7 @@ def main() -> None:
 
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+    from saescope.activations.batches import ChunkedBatches, IterableChunks
     from saescope.activations.cache import ActivationCache
     from saescope.activations.stream import iter_activation_batches
     from saescope.dictionaries.base import DictionaryMetadata
@@ -92,11 +93,12 @@ def main() -> None:
         t_build = time.perf_counter() - t0
 
         def read_ordered() -> None:
-            for _ in cache.iter_batches(4096):
+            for _ in ChunkedBatches(cache, 4096):
                 pass
 
         def read_shuffled() -> None:
-            for _ in cache.iter_batches(4096, shuffle_seed=0):
+            shards = (cache.chunk(i) for i in range(cache.n_chunks))
+            for _ in ChunkedBatches(IterableChunks(shards, 1 << 16, seed=0), 4096):
                 pass
 
         t_ord = timed(read_ordered, args.repeats)

@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from saescope.activations.cache import (
-    ActivationCache,
-    export_activation_matrix,
-    load_activation_matrix,
-    save_activation_matrix,
-)
+from saescope.activations.batches import ChunkedBatches, IterableChunks
+from saescope.activations.cache import ActivationCache, export_activation_matrix, load_activation_matrix
+from saescope.activations.matrix_file import save_activation_matrix
 from saescope.activations.stream import iter_activation_batches
 from saescope.errors import ConfigError, FormatError, NotFoundError
 
@@ -30,15 +27,16 @@ def test_cache_holds_the_streamed_activations_across_shards(random_lm, random_to
     assert manifest["n_tokens"] == 150 and manifest["d_in"] == 64 and manifest["hook_name"] == HOOK
     assert len(manifest["shards"]) == 4  # 40 + 40 + 40 + 30
     assert torch.allclose(cache.to_tensor(), _streamed(random_lm, random_tokens))
-    ordered = torch.cat(list(cache.iter_batches(32)))
+    ordered = torch.cat(list(ChunkedBatches(cache, 32)))
     assert torch.allclose(ordered, cache.to_tensor())
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # temp folder renamed away
 
 
 def test_shuffled_batches_are_a_seeded_permutation(random_lm, random_tokens, tmp_path):
     cache = ActivationCache.build(random_lm, random_tokens, HOOK, tmp_path / "c", shard_tokens=64)
-    a = torch.cat(list(cache.iter_batches(16, shuffle_seed=3)))
-    b = torch.cat(list(cache.iter_batches(16, shuffle_seed=3)))
+    shards = [cache.chunk(i) for i in range(cache.n_chunks)]
+    a = torch.cat(list(ChunkedBatches(IterableChunks(shards, 200, seed=3), 16)))
+    b = torch.cat(list(ChunkedBatches(IterableChunks(shards, 200, seed=3), 16)))
     assert torch.equal(a, b)
     full = cache.to_tensor()
     assert not torch.equal(a, full)
@@ -80,6 +78,6 @@ def test_float16_cache_halves_storage_and_reads_back_as_float32(random_lm, rando
     cache = ActivationCache.build(random_lm, random_tokens, HOOK, tmp_path / "c16", dtype="float16")
     assert cache.manifest.dtype == "float16"
     assert np.load(tmp_path / "c16" / "shard_00000.npy", mmap_mode="r").dtype == np.float16
-    batch = next(cache.iter_batches(32))
+    batch = next(iter(ChunkedBatches(cache, 32)))
     assert batch.dtype == torch.float32
     assert torch.allclose(cache.to_tensor(), _streamed(random_lm, random_tokens), atol=1e-2)

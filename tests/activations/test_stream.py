@@ -53,13 +53,13 @@ def test_tokens_that_do_not_fit_the_model_raise_input_errors(random_lm):
         next(iter_activation_batches(random_lm, np.zeros((2, 8), dtype=np.float32), "blocks.0.hook_resid_post"))
 
 
-def test_packed_contexts_are_accepted_and_feed_a_shuffling_buffer(random_lm, random_tokens):
-    from saescope.activations.buffer import ShufflingBuffer
+def test_packed_contexts_are_accepted_and_feed_shuffled_batches(random_lm, random_tokens):
+    from saescope.activations.batches import ChunkedBatches, IterableChunks
     from saescope.corpus.packing import PackedContexts
 
     packed = PackedContexts(tokens=random_tokens, doc_ids=[f"d{i}" for i in range(10)], offsets=np.zeros(10, dtype=np.int64))
     stream = iter_activation_batches(random_lm, packed, "blocks.0.hook_resid_post", contexts_per_batch=2)
-    rows = torch.cat(list(ShufflingBuffer(stream, batch_size=16, capacity_batches=4, seed=0)))
+    rows = torch.cat(list(ChunkedBatches(IterableChunks(stream, chunk_rows=64, seed=0), batch_size=16)))
     expected = torch.cat(list(iter_activation_batches(random_lm, random_tokens, "blocks.0.hook_resid_post")))
     assert rows.shape == expected.shape == (150, 16)
     key = lambda t: sorted(map(tuple, t.round(decimals=5).tolist()))  # noqa: E731

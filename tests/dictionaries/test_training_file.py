@@ -15,13 +15,12 @@ from saescope.dictionaries.training import SAETrainingConfig
 from saescope.dictionaries.training_file import (
     HISTORY_FILE,
     TRAINING_CONFIG_FILE,
-    SampleOrder,
     TrainSAEOptions,
     train_sae_from_file,
     train_saes_from_file,
 )
 from saescope.dictionaries.training_synthetic import PlantedDictionary
-from saescope.errors import ConfigError, InputError
+from saescope.errors import ConfigError, FormatError, NotFoundError
 
 torch.set_num_threads(1)
 PLANTED = PlantedDictionary.random(48, 12, p_active=0.06, seed=1)
@@ -76,15 +75,6 @@ def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path
     assert not torch.equal(a.W_dec, c.W_dec)
 
 
-def test_sample_order_is_a_function_of_seed_and_step_and_covers_each_epoch() -> None:
-    order = SampleOrder(n=10, batch_size=4, seed=5)
-    first_epoch = np.concatenate([order.positions(0, 4), order.positions(4, 4), order.positions(8, 2)])
-    assert sorted(first_epoch.tolist()) == list(range(10))
-    fresh = SampleOrder(n=10, batch_size=4, seed=5)
-    assert np.array_equal(fresh.batch(7), order.batch(7))  # no state carried between calls
-    assert not np.array_equal(SampleOrder(10, 4, seed=6).positions(0, 10), first_epoch)
-
-
 def test_a_sweep_over_one_file_writes_one_folder_per_config(tmp_path: Path) -> None:
     path = tmp_path / "acts.npy"
     np.save(path, _acts().numpy())
@@ -105,7 +95,7 @@ def test_a_sweep_over_one_file_writes_one_folder_per_config(tmp_path: Path) -> N
 def test_malformed_safetensors_files_raise_input_errors(tmp_path: Path, tensors: dict, message: str) -> None:
     path = tmp_path / "bad.safetensors"
     save_file(tensors, str(path))
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(FormatError, match=message):
         train_sae_from_file(path, _cfg(d_sae=8, k=2), tmp_path / "out", progress=False)
 
 
@@ -114,15 +104,15 @@ def test_nan_rows_are_reported_with_their_index(tmp_path: Path) -> None:
     acts[123, 3] = np.nan
     path = tmp_path / "acts.npy"
     np.save(path, acts)
-    with pytest.raises(InputError, match="row 123 contains NaN"):
+    with pytest.raises(FormatError, match="row 123 contains NaN"):
         train_sae_from_file(path, _cfg(tokens=400), tmp_path / "out", progress=False)
 
 
 def test_missing_file_and_unknown_suffix_raise_input_errors(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(NotFoundError, match="does not exist"):
         train_sae_from_file(tmp_path / "none.npy", _cfg(), tmp_path / "out", progress=False)
     (tmp_path / "acts.csv").write_text("1,2\n")
-    with pytest.raises(InputError, match=".safetensors .* or .npy"):
+    with pytest.raises(FormatError, match=".safetensors .* or .npy"):
         train_sae_from_file(tmp_path / "acts.csv", _cfg(), tmp_path / "out", progress=False)
 
 

@@ -3,19 +3,16 @@
 Owns persisting hook-point activations so that sweeps (several SAEs, baselines) reuse one forward
 pass: `ActivationCache.build(model, tokens, hook_name, out_dir)` streams activations into shards
 written to a temporary folder that is renamed into place only when complete (a crash leaves no
-half cache), and `.iter_batches(batch_size, shuffle_seed)` reads them back memory-mapped. Also owns
-single-matrix files (`.safetensors` with one tensor `activations`, or `.npy`) used by
-`saescope train-sae --activations FILE`. It does not train or evaluate anything.
+half cache). A cache is a `batches.ChunkSource` (one chunk per shard, read memory-mapped), so
+`batches.ChunkedBatches` feeds it to training like any other source; `load_activation_matrix`
+reads a cache folder or a matrix file (`matrix_file`) whole. It does not train or evaluate anything.
 
 Layout: `out_dir/manifest.json`, `out_dir/shard_00000.npy`, ... each shard `[rows, d_in]`.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +21,12 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
+from saescope.activations.matrix_file import ActivationMatrix, save_activation_matrix
 from saescope.activations.stream import as_token_tensor, iter_activation_batches
+from saescope.atomic_files import atomic_folder
 from saescope.errors import ConfigError, FormatError, NotFoundError
 
 MANIFEST_FILE = "manifest.json"
-MATRIX_KEY = "activations"
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -114,9 +112,7 @@ class ActivationCache:
                 existing.manifest, hook_name, hook_head_index, n_contexts, n_ctx, include_bos
             ):
                 return existing
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        try:
+        with atomic_folder(out_dir) as tmp:
             np_dtype = _DTYPES[dtype]
             shards: list[ShardInfo] = []
             pending: list[np.ndarray] = []
@@ -155,12 +151,6 @@ class ActivationCache:
                 shards=shards,
             )
             (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            tmp.rename(out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return cls.open(out_dir)
 
     # ---- reading --------------------------------------------------------------------------------
@@ -187,30 +177,17 @@ class ActivationCache:
             out[where[order]] = self._shards[s][local[order]]
         return out
 
-    def iter_batches(
-        self,
-        batch_size: int,
-        shuffle_seed: int | None = None,
-        device: torch.device | str | None = None,
-        drop_last: bool = False,
-    ) -> Iterator[Tensor]:
-        """Yield float32 `[batch_size, d_in]` batches; in row order, or a seeded global permutation."""
-        if batch_size < 1:
-            raise ConfigError("batch_size must be >= 1")
-        n = self.n_tokens
-        order = (
-            np.random.default_rng(shuffle_seed).permutation(n) if shuffle_seed is not None else None
-        )
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            if drop_last and stop - start < batch_size:
-                return
-            if order is None:
-                rows = self.rows(np.arange(start, stop))
-            else:
-                rows = self.rows(order[start:stop])
-            t = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
-            yield t.to(device) if device is not None else t
+    @property
+    def n_chunks(self) -> int:
+        return len(self._shards)
+
+    def chunk(self, index: int) -> Tensor:
+        """Shard `index` as float32 rows, in stored order (a `ChunkSource` chunk)."""
+        return torch.from_numpy(np.array(self._shards[index], dtype=np.float32))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"cache": str(self.folder.resolve()), "created_at": self.manifest.created_at,
+                "n_tokens": self.n_tokens, "d_in": self.d_in}
 
     def to_tensor(self) -> Tensor:
         """All rows `[n_tokens, d_in]` as one float32 tensor (loads the cache into memory)."""
@@ -233,57 +210,12 @@ def _same_request(
     )
 
 
-def save_activation_matrix(activations: Tensor | np.ndarray, path: Path) -> Path:
-    """Write `[n, d_in]` activations to `path` (.safetensors key `activations`, or .npy), atomically."""
-    path = Path(path)
-    t = torch.as_tensor(np.asarray(activations)) if not isinstance(activations, Tensor) else activations
-    if t.ndim != 2:
-        raise ConfigError(f"an activation matrix must be [n, d_in]; got shape {tuple(t.shape)}")
-    t = t.detach().cpu().float().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({MATRIX_KEY: t}, str(tmp))
-    elif path.suffix == ".npy":
-        with open(tmp, "wb") as fh:
-            np.save(fh, t.numpy())
-    else:
-        raise ConfigError(f"{path}: activation matrix files must end in .safetensors or .npy")
-    tmp.replace(path)
-    return path
-
-
 def load_activation_matrix(path: Path) -> Tensor:
     """Read `[n, d_in]` float32 activations from a `.safetensors` / `.npy` file or a cache folder."""
     path = Path(path)
-    if not path.exists():
-        raise NotFoundError(f"{path} not found: expected a .safetensors/.npy activation matrix or a cache folder")
     if path.is_dir():
         return ActivationCache.open(path).to_tensor()
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            tensors = load_file(str(path))
-            if MATRIX_KEY in tensors:
-                t = tensors[MATRIX_KEY]
-            elif len(tensors) == 1:
-                t = next(iter(tensors.values()))
-            else:
-                raise FormatError(f"{path} holds {sorted(tensors)}; expected one tensor named 'activations'")
-        elif path.suffix == ".npy":
-            t = torch.from_numpy(np.load(path))
-        else:
-            raise FormatError(f"{path}: activation matrix files must end in .safetensors or .npy")
-    except FormatError:
-        raise
-    except Exception as exc:  # corrupt file
-        raise FormatError(f"{path} could not be read as an activation matrix: {exc}") from exc
-    if t.ndim != 2:
-        raise FormatError(f"{path} holds a tensor of shape {tuple(t.shape)}; expected [n, d_in]")
-    return t.float()
+    return ActivationMatrix(path).to_tensor()
 
 
 def export_activation_matrix(

@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
+from saescope.activations.batches import ChunkedBatches, IterableChunks
 from saescope.dictionaries.architectures import TRAINING_NAMES, training_spec
 from saescope.dictionaries.base import Dictionary, DictionaryMetadata
 from saescope.dictionaries.training_spec import DEFAULT_K, StepContext, StepStats, TrainingSpec
@@ -101,7 +102,8 @@ class SAETrainingConfig(BaseModel):
     )
 
     shuffle_buffer_tokens: int = Field(
-        65_536, ge=0, description="Tokens held in the shuffling buffer for streamed batches (0: no shuffling)."
+        65_536, ge=0, description="Rows shuffled together when batches come from an iterable or a matrix file "
+        "(0: no shuffling of an iterable)."
     )
     init_tokens: int = Field(
         65_536, ge=1, description="Tokens used to estimate the normalisation scale and the b_dec init."
@@ -200,82 +202,6 @@ class TrainingResult(BaseModel):
             f"L0 {last['l0']:.1f}, FVU {last['fvu']:.3f} (explained variance {1 - last['fvu']:.3f}), "
             f"dead {last['dead_fraction']:.1%}"
         )
-
-
-# ------------------------------------------------------------------------------------------------
-# Data: rebatching + shuffling a stream of tensors
-# ------------------------------------------------------------------------------------------------
-
-
-def _as_batch(t: Any, d_in: int | None) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise InputError(f"activation batches must be torch tensors, got {type(t).__name__}", field="batches")
-    if t.dim() != 2:
-        raise InputError(f"activation batches must be [batch, d_in], got shape {tuple(t.shape)}", field="batches")
-    if d_in is not None and t.shape[1] != d_in:
-        raise InputError(f"activation batch has d_in={t.shape[1]}, expected {d_in}", field="batches")
-    if not t.is_floating_point():
-        raise InputError(f"activation batches must be floating point, got {t.dtype}", field="batches")
-    t = t.detach().to("cpu", torch.float32)
-    if not torch.isfinite(t).all():
-        raise InputError("activation batch contains NaN or infinite values", field="batches")
-    return t
-
-
-class ShuffledBatches:
-    """Re-chunk an iterable of [n, d_in] tensors into [batch_size, d_in] batches, shuffled through a
-    buffer of `buffer_tokens` rows (deterministic for a seed). `peek(n)` returns the first n rows
-    (for normalisation/b_dec init) without consuming them."""
-
-    def __init__(self, batches: Iterable[Tensor], batch_size: int, buffer_tokens: int, seed: int) -> None:
-        self._source = iter(batches)
-        self.batch_size = batch_size
-        self.buffer_tokens = max(buffer_tokens, batch_size)
-        self._gen = torch.Generator().manual_seed(seed + 7919)
-        self._pending: list[Tensor] = []
-        self._pending_rows = 0
-        self._exhausted = False
-        self.d_in: int | None = None
-        self.shuffle = buffer_tokens > 0
-
-    def _pull(self, rows: int) -> None:
-        while self._pending_rows < rows and not self._exhausted:
-            try:
-                t = next(self._source)
-            except StopIteration:
-                self._exhausted = True
-                break
-            t = _as_batch(t, self.d_in)
-            if t.shape[0] == 0:
-                continue
-            self.d_in = t.shape[1]
-            self._pending.append(t)
-            self._pending_rows += t.shape[0]
-
-    def peek(self, rows: int) -> Tensor:
-        self._pull(rows)
-        if not self._pending:
-            raise InputError("the activation stream is empty: no batches to train on", field="batches")
-        data = torch.cat(self._pending)
-        self._pending = [data]
-        return data[:rows]
-
-    def __iter__(self) -> Iterator[Tensor]:
-        while True:
-            self._pull(self.buffer_tokens)
-            if self._pending_rows == 0:
-                return
-            data = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
-            if self.shuffle:
-                data = data[torch.randperm(data.shape[0], generator=self._gen)]
-            # emit half the buffer (all of it at the end of the stream), keep the rest for mixing
-            emit = data.shape[0] if self._exhausted else max(self.batch_size, data.shape[0] // 2)
-            emit -= emit % self.batch_size if not self._exhausted else 0
-            out, rest = data[:emit], data[emit:]
-            self._pending = [rest] if rest.shape[0] else []
-            self._pending_rows = rest.shape[0]
-            for i in range(0, out.shape[0], self.batch_size):
-                yield out[i : i + self.batch_size]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -666,7 +592,8 @@ def train_saes(
     _check_sweep(configs)
     first = configs[0]
     torch.manual_seed(first.seed)
-    stream = ShuffledBatches(batches, first.batch_size, first.shuffle_buffer_tokens, first.seed)
+    source = IterableChunks(batches, first.shuffle_buffer_tokens, first.seed)
+    stream = ChunkedBatches(source, first.batch_size)
     sample = stream.peek(first.init_tokens)
     d_in = sample.shape[1]
     trainers = []

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saescope.activations.cache import MANIFEST_FILE, ActivationCache, save_activation_matrix
+from saescope.activations.cache import MANIFEST_FILE, ActivationCache
+from saescope.activations.matrix_file import save_activation_matrix
 from saescope.errors import ConfigError
 from saescope.pipeline.contexts import contexts_for_tokens, corpus_contexts, model_context_length
 from saescope.pipeline.dictionaries import activation_rows, load_model
