@@ -13,7 +13,6 @@ It does not train, prune or store anything.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import Tensor
 
+from saescope.atomic_files import write_json
 from saescope.activations.hooks import flatten_hook_activation, hook_dimension, hook_layer, unflatten_into_hook
 from saescope.activations.stream import as_token_tensor, check_tokens_fit_model, model_device
 from saescope.dictionaries.base import Dictionary
@@ -93,9 +93,7 @@ def save_metrics(metrics: DictionaryMetrics, folder: Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / METRICS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics.model_dump(mode="json"), indent=2))
-    tmp.replace(path)
+    write_json(path, metrics.model_dump(mode="json"))
     return path
 
 

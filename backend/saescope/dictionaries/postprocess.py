@@ -12,7 +12,6 @@ activation matrices/batches only (no language model) and never writes to the atl
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
+from saescope.atomic_files import write_json
 from saescope.dictionaries.base import Dictionary
 from saescope.errors import ConfigError, InputError
 
@@ -165,9 +165,7 @@ def prune_mask(stats: FeatureStatistics, config: PruneConfig | None = None) -> P
 def save_prune_result(result: PruneResult, folder: Path) -> Path:
     """Write `pruning.json` into a dictionary folder (atomically)."""
     path = Path(folder) / PRUNING_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result.model_dump(mode="json")))
-    tmp.replace(path)
+    write_json(path, result.model_dump(mode="json"), indent=None)
     return path
 
 

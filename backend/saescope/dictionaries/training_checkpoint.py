@@ -14,7 +14,6 @@ data comes from.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from saescope.atomic_files import atomic_file
 from saescope.dictionaries.training import SAETrainer, SAETrainingConfig
 from saescope.errors import ConfigError, TrainingInterrupted
 
@@ -72,9 +72,8 @@ def save_checkpoint(
         "position": dict(position or {}),
     }
     path = checkpoint_path(folder)
-    tmp = folder / (CHECKPOINT_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -3,8 +3,9 @@
 Owns a synthetic generator: `n_features` random unit directions in R^d_in, each active on a token
 with a small probability, with exponentially distributed magnitudes; activations are the sum of the
 active directions (optionally plus noise). Also `recovery`: the fraction of planted directions that
-some learned decoder row matches at cosine > a threshold. Used by tests and benchmarks only; it
-knows nothing about models or files.
+some learned decoder row matches at cosine > a threshold. Public: the tests, the benchmarks and
+users checking a training setup on data with a known answer use it; it knows nothing about models
+or files.
 """
 
 from __future__ import annotations

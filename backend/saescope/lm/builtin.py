@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from saescope.atomic_files import atomic_file, atomic_folder
 from saescope.corpus.documents import Document, stable_unit_hash
 from saescope.corpus.packing import PackedContexts, pack_documents, pack_token_sequences, tokenize_documents
 from saescope.corpus.stdlib import stdlib_documents
@@ -39,7 +39,7 @@ LOSS_HISTORY_EVERY = 10  # record the training loss every this many steps
 
 
 class BuiltinLMConfig(BaseModel):
-    """Everything that determines the built-in model. Defaults train in about 4-6 minutes on 2 CPU cores."""
+    """Everything that determines the built-in model (docs/benchmarks.md gives its build time)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -59,8 +59,7 @@ class BuiltinLMConfig(BaseModel):
     # training
     train_tokens: int = Field(
         4_194_304, ge=1,
-        description="Tokens seen in training (steps = ceil(train_tokens / (batch_size * n_ctx))). "
-        "About 16k tokens/s on 2 CPU cores at the default size.",
+        description="Tokens seen in training (steps = ceil(train_tokens / (batch_size * n_ctx))).",
     )
     batch_size: int = Field(32, ge=1, description="Contexts per optimiser step.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
@@ -308,8 +307,8 @@ def build_builtin_lm(
     Reuses a finished checkpoint of the same config at once; resumes from the state in `work_dir`
     (default: a hidden sibling `.NAME.partial` of out_dir) after an interruption. `stop_after_steps`
     saves the state after that many steps and raises BuildInterrupted (to exercise resuming).
-    `num_threads` sets torch's CPU threads for the build (restored afterwards); on a busy machine
-    one thread can be many times faster than two for small models.
+    `num_threads` sets torch's CPU threads for the build (restored afterwards): fewer threads can
+    be faster for a small model on a busy machine.
     """
     if num_threads is None:
         return _build(config, out_dir, progress, device, work_dir, stop_after_steps)
@@ -371,10 +370,8 @@ def _build(
                 yield d.text[:budget]
                 budget -= len(d.text)
 
-        tmp_tok = work / "tokenizer.tmp"
-        shutil.rmtree(tmp_tok, ignore_errors=True)
-        train_bpe_tokenizer(tokenizer_texts(), config.d_vocab, tmp_tok, config.tokenizer_min_frequency)
-        os.rename(tmp_tok, tok_dir)
+        with atomic_folder(tok_dir) as tmp_tok:
+            train_bpe_tokenizer(tokenizer_texts(), config.d_vocab, tmp_tok, config.tokenizer_min_frequency)
         tokenizer = load_tokenizer(tok_dir)
     seconds_tokenizer = time.perf_counter() - t0
     d_vocab = len(tokenizer)
@@ -418,20 +415,19 @@ def _build(
         model.train()
 
     def save_state(step: int) -> None:
-        tmp = work / (STATE_FILE + ".tmp")
-        torch.save(
-            {
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "history": history,
-                "recent": recent,
-                "train_loss_first": train_loss_first,
-                "heldout_loss_initial": heldout_loss_initial,
-            },
-            tmp,
-        )
-        os.replace(tmp, state_path)
+        with atomic_file(state_path) as tmp:
+            torch.save(
+                {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "recent": recent,
+                    "train_loss_first": train_loss_first,
+                    "heldout_loss_initial": heldout_loss_initial,
+                },
+                tmp,
+            )
 
     # training
     t1 = time.perf_counter()

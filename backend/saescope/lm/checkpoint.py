@@ -16,13 +16,12 @@ a half-written checkpoint is never taken for a complete one. Knows nothing about
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from saescope.atomic_files import atomic_folder
 from saescope.errors import FormatError, NotFoundError
 
 FORMAT = "saescope-lm/1"
@@ -79,11 +78,7 @@ def write_checkpoint(
     if final.exists():
         raise FormatError(f"{final} already exists; remove it or choose another folder")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_folder(final) as tmp:
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
@@ -96,8 +91,4 @@ def write_checkpoint(
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         if report is not None:
             (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True))
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
