@@ -182,20 +182,11 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="saescope",
-        description="Train sparse autoencoders on a transformer's activations, precompute every feature, "
-        "and browse, probe and steer them in a browser or over a REST API.",
-    )
-    parser.add_argument("--version", action="version", version=f"saescope {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+_Adder = Callable[[str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
 
-    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
-        return p
 
+def _add_demo(add: _Adder) -> None:
+    """The `demo` command: the built-in atlas preset."""
     p = add(
         "demo",
         cmd_demo,
@@ -217,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     _add_serve_options(p)
 
+
+def _add_training(add: _Adder) -> None:
+    """Commands that train a model or an SAE, or write activations for training."""
     p = add("train-lm", cmd_train_lm, "Train the built-in language model and its tokenizer on the stdlib corpus.")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     p.add_argument("--seed", type=int, default=0)
@@ -262,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "memory-mapped shards (train-sae --activations reads either)")
     _add_device(p)
 
+
+def _add_evaluation(add: _Adder) -> None:
+    """Commands that evaluate dictionaries or publish their feature records."""
     p = add("evaluate", cmd_evaluate, "Evaluate an SAE folder on held-out tokens (L0, explained variance, CE...).")
     p.add_argument("--model", required=True, help="model location (checkpoint folder or hub name)")
     p.add_argument("--sae", type=Path, required=True, help="SAELens-format folder")
@@ -281,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contexts", type=int, default=2048, help="corpus contexts to scan")
     _add_device(p)
 
+
+def _add_serving(add: _Adder) -> None:
+    """Commands that serve an atlas or convert dictionary folders."""
     p = add("serve", cmd_serve, "Serve an existing atlas: REST API under /api/v1 and the dashboard at /.")
     p.add_argument("--atlas", type=Path, required=True, help="atlas directory")
     p.add_argument("--db", default=None, help="store URL (default: SQLite file ATLAS/atlas.db)")
@@ -297,6 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export-sae", cmd_export_sae, "Export a saescope dictionary folder as an SAELens v6 folder.")
     p.add_argument("path", type=Path, help="saescope dictionary folder")
     p.add_argument("--out", type=Path, required=True, help="folder to write")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saescope",
+        description="Train sparse autoencoders on a transformer's activations, precompute every feature, "
+        "and browse, probe and steer them in a browser or over a REST API.",
+    )
+    parser.add_argument("--version", action="version", version=f"saescope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    for add_commands in (_add_demo, _add_training, _add_evaluation, _add_serving):
+        add_commands(add)
     return parser
 
 
