@@ -4,11 +4,12 @@ Shapes (default): d_in 512, d_sae 4096, batch 4096, fp32, 2 threads. Prints
   * the dense matmul rate (GFLOP/s) of the step's own shapes,
   * saescope ReLU+L1 (dense path, as at the start of training) and ReLU+L1 once sparse (L0 ~ 32,
     as after the first part of training), TopK k=32 (sparse kernels) and BatchTopK k=32 tokens/s,
-  * the matmul bound in tokens/s, rate / (6 d_in d_sae) (the usual 6N with N = d_in d_sae, as the
-    brief defines it) and the share of it each step reaches; also the FLOPs a dense step really
-    does (5 matmuls = 10 d_in d_sae per token),
+  * the matmul bound in tokens/s, rate / (6 d_in d_sae) (the usual 6N with N = d_in d_sae) and the
+    share of it each step reaches; also the FLOPs a dense step really does (5 matmuls = 10 d_in d_sae per token),
   * sae-lens 6.x `SAETrainer(...).fit()` on a tensor iterator, standard and topk, same shapes,
-    and our speed-up over it.
+    and our speed-up over it,
+  * each architecture's plain autograd step (`accelerated=False`), and how much faster its
+    registered accelerated step is (the figure that justifies keeping an accelerator).
 Candidates are timed round-robin (one step of each per round, medians over rounds), so a change in
 machine load affects all of them alike and the ratios stay meaningful on a shared machine.
 With --whole-run-steps N it also trains a ReLU+L1 SAE from initialisation for N steps on planted-
@@ -30,13 +31,14 @@ import torch
 warnings.filterwarnings("ignore")
 
 
-def make_ours(arch: str, B: int, d: int, S: int, k: int, sparse: str = "auto", target_l0: float | None = None):
+def make_ours(arch: str, B: int, d: int, S: int, k: int, sparse: str = "auto", target_l0: float | None = None,
+              accelerated: bool = True):
     """A callable doing one saescope training step on a fixed in-memory batch, and an L0 probe."""
     from saescope.dictionaries.training import SAETrainer, SAETrainingConfig
 
     cfg = SAETrainingConfig(
         architecture=arch, d_sae=S, k=k, l1=1.0, tokens=10**9, batch_size=B, sparse_kernels=sparse,
-        lr_warmup_fraction=0.0,
+        lr_warmup_fraction=0.0, accelerated=accelerated,
     )
     trainer = SAETrainer(cfg, d, 1.0, None)
     x = torch.randn(B, d, generator=torch.Generator().manual_seed(0))
@@ -166,6 +168,16 @@ def main() -> None:
         ("saescope jumprelu (dense path)", "jumprelu", "never", None),
     ]:
         candidates[name], probes[name] = make_ours(arch, B, d, S, k, sparse, target)
+    autograd = {  # each architecture's plain autograd step, against its accelerated step above
+        "saescope relu+L1 (sparse regime)": ("relu", 32.0),
+        f"saescope topk k={k} (sparse)": ("topk", None),
+        f"saescope batchtopk k={k}": ("batchtopk", None),
+        "saescope jumprelu (dense path)": ("jumprelu", None),
+        "saescope gated": ("gated", None),
+    }
+    for accelerated_name, (arch, target) in autograd.items():
+        name = f"saescope {arch} autograd"
+        candidates[name], probes[name] = make_ours(arch, B, d, S, k, "never", target, accelerated=False)
     if not args.no_saelens:
         candidates["sae-lens standard (fit loop)"] = make_saelens("relu", B, d, S, k)
         candidates[f"sae-lens topk k={k} (fit loop)"] = make_saelens("topk", B, d, S, k)
@@ -201,6 +213,11 @@ def main() -> None:
         vs = f"{ref / sec:10.2f}x" if ref and name.startswith("saescope") else ""
         note = f"L0 {statistics.median(probes[name]):.0f}" if name in probes else ""
         print(f"{name:36s} {tps:10,.0f} {tps / bound:14.2f}x {vs:>12s}  {note}")
+    print()
+    for accelerated_name, (arch, _) in autograd.items():
+        if accelerated_name in med:
+            print(f"{arch}: accelerated step {med[f'saescope {arch} autograd'] / med[accelerated_name]:.2f}x "
+                  "the speed of its autograd step")
     if args.whole_run_steps:
         tps, sparse_share, l0 = whole_relu_run(B, d, S, args.whole_run_steps)
         print(f"\nwhole ReLU+L1 run from initialisation ({args.whole_run_steps} steps, {args.whole_run_steps * B:,} tokens, "
