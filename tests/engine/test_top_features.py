@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from saescope.engine.engine import TopFeatures
-from saescope.engine.top_features import summarise_rows
+from saescope.engine.top_features import LANE_GROUP, summarise_rows, top_k_rows
 
 
 def _rows(kind: str, R: int = 64, S: int = 2048) -> torch.Tensor:
@@ -52,7 +52,24 @@ def test_summaries_give_torch_top_values_at_their_columns_counts_and_totals(kind
     assert torch.allclose(totals.float(), rows.sum(dim=1), rtol=1e-5, atol=1e-3, equal_nan=True)
 
 
-@pytest.mark.parametrize("width,k", [(16 * 3 + 1, 5), (16 * 4, 5), (48, 48), (7, 1), (5, 9)])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("k", [1, 5, 50])
+def test_top_k_rows_gives_torch_values_in_order_at_their_columns(kind, k):
+    f = _rows(kind)
+    values, columns = top_k_rows(f, k)
+    assert torch.equal(values, f.topk(k, dim=1).values)
+    assert torch.equal(f.gather(1, columns), values)  # each value sits at its column
+    assert all(len(set(row)) == k for row in columns.tolist())  # no column twice
+
+
+def test_top_k_rows_takes_torch_topk_for_widths_without_enough_lanes():
+    f = _rows("dense", S=LANE_GROUP * 3 + 1)
+    assert torch.equal(top_k_rows(f, 4)[0], f.topk(4, dim=1).values)
+    f = _rows("dense", S=LANE_GROUP * 4)
+    assert torch.equal(top_k_rows(f, 3)[0], f.topk(3, dim=1).values)
+
+
+@pytest.mark.parametrize("width,k", [(LANE_GROUP * 3 + 1, 5), (LANE_GROUP * 4, 5), (48, 48), (7, 1), (5, 9)])
 def test_summaries_handle_any_width(width, k):
     rows = _rows("dense", R=9, S=width)
     values, columns, _, l0 = _summary(rows, k)
