@@ -1,6 +1,7 @@
 """The API benchmark (`benchmarks/bench_api.py`, whose figures the README reports) runs end to end at
 toy sizes: it builds its atlas, serves it with real uvicorn, measures every load without an error
-and prints both floors and the two target lines. Speed itself is never asserted here."""
+and prints both floors, the per-request overhead beyond the raw forward and the target lines. Speed
+itself is never asserted here."""
 
 from __future__ import annotations
 
@@ -32,5 +33,6 @@ def test_bench_api_runs_every_load_without_errors(tmp_path: Path) -> None:
     assert len(rows) == 2 * len(loads) and all(errors == "0" for *_, errors in rows), out
     assert all(float(rps) > 0 for *_, rps, _ in rows)
     assert re.search(r"raw model\+SAE forward [\d.]+ ms", out), out
+    assert re.search(r"live inference p50 at 1 client: [\d.]+ ms, -?[\d.]+ ms beyond the raw forward", out), out
     assert re.search(r"live inference p50 at 1 client / raw forward: [\d.]+x", out), out
     assert re.search(r"p50 / paced raw forward [\d.]+x", out), out
