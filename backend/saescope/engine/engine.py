@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,12 +80,18 @@ class TopFeatures:
     @classmethod
     def from_summaries(cls, summaries: RowSummaries) -> TopFeatures:
         """The firing entries (activation > 0) among the top values of [pos, k] summaries, as lists."""
-        indices: list[list[int]] = []
-        values: list[list[float]] = []
-        for row_indices, row_values in zip(summaries.indices.tolist(), summaries.values.tolist()):
-            firing = [j for j, v in enumerate(row_values) if v > 0]
-            indices.append([row_indices[j] for j in firing])
-            values.append([row_values[j] for j in firing])
+        firing = summaries.values > 0  # [pos, k]
+        shown = firing.sum(axis=-1)
+        all_indices, all_values = summaries.indices.tolist(), summaries.values.tolist()
+        if np.array_equal(firing, np.arange(firing.shape[-1]) < shown[:, None]):
+            # the usual case: largest first, so each row's firing entries lead it
+            counts = shown.tolist()
+            indices = [ix[:m] for ix, m in zip(all_indices, counts)]
+            values = [vs[:m] for vs, m in zip(all_values, counts)]
+        else:  # a NaN, which topk ranks first, sits among the top values
+            keep = firing.tolist()
+            indices = [[i for i, f in zip(ix, fs) if f] for ix, fs in zip(all_indices, keep)]
+            values = [[v for v, f in zip(vs, fs) if f] for vs, fs in zip(all_values, keep)]
         return cls(indices, values, summaries.totals.tolist(), summaries.l0.tolist())
 
 
