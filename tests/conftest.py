@@ -14,7 +14,26 @@ from typing import Any
 
 import pytest
 
-# --- corpus + lm (owner: helper "lm") -------------------------------------------------------------
+# --- torch threads --------------------------------------------------------------------------------
+
+ONE_THREAD_FOLDERS = ("store", "analysis")  # tiny matmuls only: one thread is faster on shared cores
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(request: pytest.FixtureRequest):
+    """Run the tests of ONE_THREAD_FOLDERS with one torch thread (restored afterwards)."""
+    if Path(str(request.node.fspath)).parent.name not in ONE_THREAD_FOLDERS:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- corpus + lm ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ no traceback; stages are imported lazily so `--help` answers instantly.
 Stable forms (other tools script them):
     saescope demo [--atlas DIR] [--no-serve]
     saescope serve --atlas DIR [--host H] [--port P]
-    saescope train-sae --activations FILE --architecture {relu,topk,batchtopk,jumprelu} --d-sae N
+    saescope train-sae --activations FILE --architecture A --d-sae N
                        [--k K] [--l1 C] [--tokens N] [--seed S] --out DIR
 """
 
@@ -23,7 +23,6 @@ from saescope import __version__
 
 DEFAULT_ATLAS = Path("atlas")
 DEFAULT_CHECKPOINT_EVERY = 1_000_000  # train-sae: tokens between checkpoints (OUT/checkpoint/)
-ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 HOOK_HELP = (
     "transformer_lens hook point, e.g. blocks.0.mlp.hook_post, blocks.0.hook_resid_post, "
     "blocks.0.hook_mlp_out, blocks.0.hook_attn_out, blocks.0.attn.hook_z"
@@ -226,10 +225,12 @@ def _add_training(add: _Adder) -> None:
                    "or an activation cache folder written by cache-activations")
     p.add_argument("--model", help="instead of --activations: model location (checkpoint folder or hub name)")
     p.add_argument("--hook", default="blocks.0.mlp.hook_post", help=HOOK_HELP)
-    p.add_argument("--architecture", choices=ARCHITECTURES, default="relu")
+    p.add_argument("--architecture", default="relu",
+                   help="a registered SAE architecture (relu, topk, batchtopk, jumprelu, gated, or any module added "
+                   "to dictionaries/architectures/); an unknown name is answered with the registered ones")
     p.add_argument("--d-sae", dest="d_sae", type=int, required=True, help="number of features")
-    p.add_argument("--k", type=int, default=None, help="active latents per token (topk, batchtopk)")
-    p.add_argument("--l1", type=float, default=None, help="sparsity coefficient (relu: L1, jumprelu: L0)")
+    p.add_argument("--k", type=int, default=None, help="active latents per token (k-sparse architectures)")
+    p.add_argument("--l1", type=float, default=None, help="sparsity coefficient (L1 for relu and gated, L0 for jumprelu)")
     p.add_argument("--tokens", type=int, default=None, help="training tokens")
     p.add_argument("--lr", type=float, default=None, help="learning rate")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="tokens per step")

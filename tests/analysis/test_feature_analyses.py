@@ -13,30 +13,30 @@ from saescope.analysis.logit_effects import logit_effects, residual_directions
 
 
 @pytest.fixture(scope="module")
-def model():
+def two_layer_model():
     cfg = HookedTransformerConfig(n_layers=2, d_model=16, d_mlp=24, n_heads=2, d_head=8, n_ctx=8, d_vocab=30,
                                   act_fn="gelu", normalization_type="LN", seed=3, device="cpu")
     return HookedTransformer(cfg).eval()
 
 
-def test_logit_effects_of_residual_and_mlp_directions_match_a_direct_product(model):
+def test_logit_effects_of_residual_and_mlp_directions_match_a_direct_product(two_layer_model):
     dec = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
-    eff = logit_effects(model, "blocks.1.hook_resid_post", dec, k=4, bins=7)
+    eff = logit_effects(two_layer_model, "blocks.1.hook_resid_post", dec, k=4, bins=7)
     centred = dec - dec.mean(1, keepdim=True)
-    full = (centred @ (model.ln_final.w[:, None] * model.W_U)).detach()
+    full = (centred @ (two_layer_model.ln_final.w[:, None] * two_layer_model.W_U)).detach()
     np.testing.assert_array_equal(eff.top_ids, torch.topk(full, 4).indices.numpy())
     np.testing.assert_allclose(eff.top_values, torch.topk(full, 4).values.numpy(), rtol=1e-5)
     np.testing.assert_array_equal(eff.bottom_ids, torch.topk(full, 4, largest=False).indices.numpy())
     assert (eff.hist_counts.sum(1) == 30).all() and eff.hist_edges.shape == (5, 8)
     neuron_dirs = torch.randn(3, 24)
-    resid = residual_directions(model, "blocks.0.mlp.hook_post", neuron_dirs)
-    torch.testing.assert_close(resid, neuron_dirs @ model.blocks[0].mlp.W_out.detach())
-    assert logit_effects(model, "blocks.0.mlp.hook_pre", neuron_dirs) is None
+    resid = residual_directions(two_layer_model, "blocks.0.mlp.hook_post", neuron_dirs)
+    torch.testing.assert_close(resid, neuron_dirs @ two_layer_model.blocks[0].mlp.W_out.detach())
+    assert logit_effects(two_layer_model, "blocks.0.mlp.hook_pre", neuron_dirs) is None
     z_dirs = torch.randn(3, 2 * 8)  # attn.hook_z, both heads flattened
-    w_o = model.blocks[1].attn.W_O.detach()  # [n_heads, d_head, d_model]
+    w_o = two_layer_model.blocks[1].attn.W_O.detach()  # [n_heads, d_head, d_model]
     want = torch.einsum("fhd,hdm->fm", z_dirs.view(3, 2, 8), w_o)
-    torch.testing.assert_close(residual_directions(model, "blocks.1.attn.hook_z", z_dirs), want)
-    torch.testing.assert_close(residual_directions(model, "blocks.1.attn.hook_z", z_dirs[:, 8:], 1), z_dirs[:, 8:] @ w_o[1])
+    torch.testing.assert_close(residual_directions(two_layer_model, "blocks.1.attn.hook_z", z_dirs), want)
+    torch.testing.assert_close(residual_directions(two_layer_model, "blocks.1.attn.hook_z", z_dirs[:, 8:], 1), z_dirs[:, 8:] @ w_o[1])
 
 
 def test_neighbours_and_matches_equal_brute_force_cosines():

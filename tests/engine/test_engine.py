@@ -104,7 +104,7 @@ def test_the_forward_ends_right_after_the_last_hook_needed(engine, tiny_lm):
 def test_engine_removes_only_its_own_hooks(engine, tiny_lm, monkeypatch):
     """Hooks that other code put on the model (here one on the hook point the engine uses and one
     elsewhere) stay registered and keep running through the engine's calls; the engine's are gone,
-    removed one by one (never by walking every hook point of the model, ~1 ms at GPT-2 size)."""
+    removed one by one (never by walking every hook point of the model, which costs more the larger the model)."""
 
     def walk_all(*args, **kwargs):
         raise AssertionError("reset_hooks walked every hook point")

@@ -21,17 +21,6 @@ def contexts() -> Packed:
     return make_contexts()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny matmuls run faster on one thread, especially on a shared 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 

@@ -49,8 +49,7 @@ class PrecomputeConfig(BaseModel):
     seed: int = Field(0, description="Seed of the reservoir sampling keys and UMAP.")
     feature_pages: bool = Field(
         True,
-        description="Pre-render each feature's page (record and examples, gzip, ~30 KB a feature with the "
-        "default examples) into the store at publish, so the server answers it with one indexed read; "
+        description="Pre-render each feature's page (record and examples, gzip) into the store at publish, so the server answers it with one indexed read; "
         "off: smaller store, pages rendered live.",
     )
     progress: bool = Field(True, description="Show tqdm progress bars.")

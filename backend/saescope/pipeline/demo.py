@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
 from saescope import __version__
@@ -25,6 +25,7 @@ from saescope.atlas_layout import AtlasLayout
 from saescope.atomic_files import write_text
 from saescope.corpus.packing import PackedContexts
 from saescope.devices import resolve_device
+from saescope.dictionaries.architectures import TRAINING_NAMES
 from saescope.dictionaries.base import DictionaryMetadata
 from saescope.dictionaries.evaluation import evaluate_dictionary
 from saescope.dictionaries.postprocess import load_prune_result
@@ -75,10 +76,17 @@ class SAESpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    architecture: Literal["relu", "topk", "batchtopk", "jumprelu"] = Field("relu", description="SAE architecture.")
+    architecture: str = Field("relu", description="A registered SAE architecture (dictionaries/architectures/).")
     d_sae: int = Field(..., ge=1, description="Number of features.")
-    k: int | None = Field(None, ge=1, description="Active latents per token (topk, batchtopk).")
+    k: int | None = Field(None, ge=1, description="Active latents per token (k-sparse architectures).")
     l1: float | None = Field(None, ge=0, description="Sparsity coefficient (None: the trainer's default).")
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in TRAINING_NAMES:
+            raise ValueError(f"unknown architecture {value!r}; choose one of {', '.join(TRAINING_NAMES)}")
+        return value
 
     @property
     def name(self) -> str:

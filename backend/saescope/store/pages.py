@@ -21,7 +21,7 @@ from saescope.store.database import create_database, init_schema
 from saescope.store.reader import StoreReader
 from saescope.store.schema import DictionaryRow, FeaturePageRow, FeatureRow
 
-PAGE_GZIP_LEVEL = 4  # ~5x smaller than the JSON at ~1.5 ms a page; level 6 is 8% smaller at 2.5x the time
+PAGE_GZIP_LEVEL = 4  # the size/time trade-off is in docs/benchmarks.md
 PAGES_PER_TRANSACTION = 256
 
 

@@ -379,7 +379,7 @@ class StoreReader:
         """Briefs (as `get_dictionary_brief` gives) of the ready dictionaries of `model_id` (of every
         model when None), ordered like `list_dictionaries`. Answers from a cache at most
         `BRIEF_TTL_S` old, for live requests that name no dictionary: `list_dictionaries` decodes
-        every metrics column, 0.1-1 ms a request."""
+        every metrics column, too much work for every request."""
 
         def load() -> list[dict[str, Any]]:
             query = self._q["briefs"]
@@ -554,7 +554,7 @@ class StoreReader:
         if not self._pages_table_exists():
             return None
         # straight through the DBAPI (statement compiled once for the dialect): the hottest read of
-        # the API, where SQLAlchemy's per-execute work cost about 2x the query itself on SQLite
+        # the API, where SQLAlchemy's per-execute work costs more than the query itself on SQLite
         sql, make_params = self._page_dbapi
         conn = self.db.raw_connection()
         try:
