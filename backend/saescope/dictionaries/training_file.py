@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from saescope.activations.matrix_file import ActivationMatrix, MatrixChunks
 from saescope.atomic_files import write_json
-from saescope.dictionaries.architectures import TRAINING_NAMES
+from saescope.dictionaries.architectures import TRAINING_NAMES, check_training_name
 from saescope.dictionaries.base import DictionaryMetadata
 from saescope.dictionaries.training import SAETrainingConfig, TrainingResult
 from saescope.dictionaries.training_checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE  # re-exported for callers
@@ -53,12 +53,7 @@ class TrainSAEOptions(BaseModel):
     )
     resume: bool = Field(True, description="--no-resume sets False: ignore an existing checkpoint.")
 
-    @field_validator("architecture")
-    @classmethod
-    def _known_architecture(cls, value: str) -> str:
-        if value not in TRAINING_NAMES:
-            raise ValueError(f"unknown architecture {value!r}; choose one of {', '.join(TRAINING_NAMES)}")
-        return value
+    _registered = field_validator("architecture")(check_training_name)
 
     @classmethod
     def parse(cls, **values: Any) -> "TrainSAEOptions":

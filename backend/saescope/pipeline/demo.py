@@ -25,7 +25,7 @@ from saescope.atlas_layout import AtlasLayout
 from saescope.atomic_files import write_text
 from saescope.corpus.packing import PackedContexts
 from saescope.devices import resolve_device
-from saescope.dictionaries.architectures import TRAINING_NAMES
+from saescope.dictionaries.architectures import check_training_name
 from saescope.dictionaries.base import DictionaryMetadata
 from saescope.dictionaries.evaluation import evaluate_dictionary
 from saescope.dictionaries.postprocess import load_prune_result
@@ -81,12 +81,7 @@ class SAESpec(BaseModel):
     k: int | None = Field(None, ge=1, description="Active latents per token (k-sparse architectures).")
     l1: float | None = Field(None, ge=0, description="Sparsity coefficient (None: the trainer's default).")
 
-    @field_validator("architecture")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        if value not in TRAINING_NAMES:
-            raise ValueError(f"unknown architecture {value!r}; choose one of {', '.join(TRAINING_NAMES)}")
-        return value
+    _registered = field_validator("architecture")(check_training_name)
 
     @property
     def name(self) -> str:

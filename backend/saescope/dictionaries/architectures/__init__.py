@@ -61,6 +61,14 @@ def dictionary_from_config(cfg: dict[str, Any]) -> Dictionary:
     return dictionary_class(architecture).from_config(cfg)  # type: ignore[attr-defined]
 
 
+def check_training_name(name: str) -> str:
+    """`name` when an architecture is registered under it; ValueError naming the registered ones
+    otherwise (for pydantic validators of configs that name an architecture)."""
+    if name not in TRAINING_SPECS:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(TRAINING_NAMES)}")
+    return name
+
+
 def training_spec(name: str) -> TrainingSpec:
     """The training spec registered under `name`; ConfigError naming the known ones otherwise."""
     try:

@@ -21,8 +21,7 @@ from torch import Tensor
 
 from saescope.dictionaries import sparse_kernels as K
 from saescope.dictionaries.architectures.jumprelu import JumpReLUSAE
-from saescope.dictionaries.architectures.standard import firing_stats
-from saescope.dictionaries.architectures.topk import AuxKOptions, aux_k_loss
+from saescope.dictionaries.architectures.topk import AuxKOptions, k_sparse_loss
 from saescope.dictionaries.base import Dictionary, DictionaryMetadata, metadata_from_cfg, training_hyperparameters
 from saescope.dictionaries.training_spec import (
     SAEParameters,
@@ -30,7 +29,6 @@ from saescope.dictionaries.training_spec import (
     StepStats,
     TrainingSpec,
     copy_linear_weights,
-    mse_loss,
     renormalise_decoder,
     zero,
 )
@@ -103,16 +101,8 @@ class BatchTopKTraining(TrainingSpec):
     def loss(self, params: SAEParameters, x: Tensor, ctx: StepContext) -> StepStats:
         pre = params.pre_activations(x, ctx.apply_b_dec_to_input)
         keep = batch_topk_mask(pre, ctx.k)
-        f = pre * keep
-        x_hat = params.decode(f)
-        mse = mse_loss(x_hat, x)
-        options: BatchTopKOptions = ctx.options
-        aux = zero(x.device)
-        if options.aux_coefficient != 0.0:
-            aux = aux_k_loss(params, pre, x, x_hat, ctx.dead, options.resolved_aux_k(params.d_in))
-        l0, counts = firing_stats(f)
+        stats = k_sparse_loss(params, x, pre, pre * keep, ctx)
         kept = pre.detach()[keep]
-        stats = StepStats(mse + options.aux_coefficient * aux, mse, zero(x.device), aux, l0, counts)
         stats.extra["min_kept"] = kept.min() if kept.numel() else zero(x.device)
         return stats
 

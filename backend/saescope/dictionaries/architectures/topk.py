@@ -117,6 +117,18 @@ def aux_k_loss(params: SAEParameters, pre: Tensor, x: Tensor, x_hat: Tensor, dea
     return min(n_dead / aux_k, 1.0) * mse_loss(codes @ params.W_dec, residual)
 
 
+def k_sparse_loss(params: SAEParameters, x: Tensor, pre: Tensor, f: Tensor, ctx: StepContext) -> StepStats:
+    """MSE of the codes `f` (taken from the pre-activations `pre`) plus the weighted AuxK loss."""
+    x_hat = params.decode(f)
+    mse = mse_loss(x_hat, x)
+    options: AuxKOptions = ctx.options
+    aux = zero(x.device)
+    if options.aux_coefficient != 0.0:
+        aux = aux_k_loss(params, pre, x, x_hat, ctx.dead, options.resolved_aux_k(params.d_in))
+    l0, counts = firing_stats(f)
+    return StepStats(mse + options.aux_coefficient * aux, mse, zero(x.device), aux, l0, counts)
+
+
 def topk_codes(pre: Tensor, k: int) -> Tensor:
     values, indices = pre.topk(k, dim=1)
     return torch.zeros_like(pre).scatter(1, indices, values.relu())
@@ -135,15 +147,7 @@ class TopKTraining(TrainingSpec):
 
     def loss(self, params: SAEParameters, x: Tensor, ctx: StepContext) -> StepStats:
         pre = params.pre_activations(x, ctx.apply_b_dec_to_input)
-        f = topk_codes(pre, ctx.k)
-        x_hat = params.decode(f)
-        mse = mse_loss(x_hat, x)
-        options: AuxKOptions = ctx.options
-        aux = zero(x.device)
-        if options.aux_coefficient != 0.0:
-            aux = aux_k_loss(params, pre, x, x_hat, ctx.dead, options.resolved_aux_k(params.d_in))
-        l0, counts = firing_stats(f)
-        return StepStats(mse + options.aux_coefficient * aux, mse, zero(x.device), aux, l0, counts)
+        return k_sparse_loss(params, x, pre, topk_codes(pre, ctx.k), ctx)
 
     def accelerated_step(self, params: SAEParameters, x: Tensor, ctx: StepContext) -> StepStats:
         options: AuxKOptions = ctx.options
