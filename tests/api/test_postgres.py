@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from api_atlas import EXPLAINED_FEATURE, build_tiny_atlas, make_settings
+from api_atlas import EXPLAINED_FEATURE, make_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 API = "/api/v1"
-
-
-@pytest.fixture(scope="module")
-def pg_atlas(tmp_path_factory, tiny_lm_dir, tiny_lm):
-    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text("SELECT 1"))
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"no PostgreSQL server reachable at 127.0.0.1:5432 ({type(exc).__name__})")
-    name = f"saescope_api_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        root = tmp_path_factory.mktemp("pg_atlas") / "atlas"
-        yield build_tiny_atlas(root, tiny_lm_dir, tiny_lm, store_url=f"{SERVER}/{name}")
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +51,42 @@ def test_postgresql_sessions_of_the_server_are_read_only(pg_client):
     with pytest.raises(DBAPIError, match="read-only"):
         with app.state.saescope.reader.db.begin() as conn:
             conn.execute(text("UPDATE dictionaries SET status = 'ready'"))
+
+
+def test_a_schema_given_in_the_url_is_used_by_the_server(tmp_path, tiny_lm_dir, tiny_lm, pg_database):
+    from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine
+
+    from api_atlas import build_tiny_atlas
+    from saescope.api.app import create_app
+
+    database = pg_database()
+    admin = create_engine(database, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text("CREATE SCHEMA atlas_schema"))
+    url = f"{database}?options=-csearch_path%3Datlas_schema"
+    atlas = build_tiny_atlas(tmp_path / "atlas", tiny_lm_dir, tiny_lm, store_url=url)
+    with admin.connect() as c:  # the atlas went into the schema, nothing into public
+        assert c.execute(text("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")).scalar() == 0
+    admin.dispose()
+    app = create_app(make_settings(atlas))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get(f"{API}/health").json()["dictionaries"] == 2
+        assert {d["id"] for d in client.get(f"{API}/dictionaries").json()} == {"mlp-sae", "resid-sae"}
+    with pytest.raises(DBAPIError, match="read-only"):  # still read-only with the URL's own options
+        with app.state.saescope.reader.db.begin() as conn:
+            conn.execute(text("UPDATE dictionaries SET status = 'ready'"))
+
+
+def test_a_server_whose_store_cannot_be_read_warns_at_start(pg_atlas, pg_database, caplog):
+    from fastapi.testclient import TestClient
+
+    from saescope.api.app import create_app
+
+    empty = pg_database()  # no tables: every read fails
+    settings = make_settings(pg_atlas).model_copy(update={"store_url": empty})
+    with caplog.at_level("WARNING", logger="saescope.api"):
+        with TestClient(create_app(settings), raise_server_exceptions=False):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("cannot be read" in w for w in warnings), warnings

@@ -4,7 +4,10 @@ Owns a read-only database handle (a SQLAlchemy Engine; SQLite opened with `mode=
 PostgreSQL sessions with `default_transaction_read_only`) and the query functions behind every read
 endpoint. Only dictionaries whose `status` is `ready` are ever visible: every query that touches
 dictionaries, features or examples joins on that condition. Results are plain dicts shaped like the
-API's response models (this module must not import the API). It never writes.
+API's response models (this module must not import the API). It never writes. A query parameter
+holding a NUL character is answered NotFoundError on every back end (the store holds none, and
+PostgreSQL's driver raises on one); connection options in a PostgreSQL URL (such as
+`options=-csearch_path=...`) are kept beside the read-only one.
 
 Query counts: a feature record is three small indexed selects on one connection (the feature row
 joined with its dictionary, its explanations, its example groups); a page of examples is one query
@@ -74,8 +77,37 @@ def readonly_database_url(url: str) -> tuple[str, dict[str, Any]]:
             )
         return f"sqlite:///file:{path}?mode=ro&uri=true", {"check_same_thread": False}
     if backend == "postgresql":
-        return url, {"options": "-c default_transaction_read_only=on"}
+        # connect_args replace the URL's own `options` (e.g. `-csearch_path=...`): merge them instead
+        given = parsed.query.get("options") or ()
+        options = [given] if isinstance(given, str) else list(given)
+        options.append("-c default_transaction_read_only=on")
+        url = parsed.difference_update_query(["options"]).render_as_string(hide_password=False)
+        return url, {"options": " ".join(options)}
     raise ConfigError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql+psycopg://...")
+
+
+NUL_MESSAGE = "nothing in the store is named by a value containing a NUL character"
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a query parameter (a string, bytes, or a list/tuple/dict of them) holds a NUL
+    character. PostgreSQL text cannot hold NUL (the driver raises), and the store never writes one,
+    so such a value can match nothing."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, (list, tuple)):
+        return any(contains_nul(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(contains_nul(v) for v in value.values())
+    return False
+
+
+def _refuse_nul_parameters(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                           executemany: bool) -> None:
+    """`before_cursor_execute` hook of the reader: a NUL in any parameter is a NotFoundError on
+    every back end (SQLite would find nothing, PostgreSQL's driver would raise)."""
+    if contains_nul(parameters):
+        raise NotFoundError(NUL_MESSAGE)
 
 
 def create_reader_database(url: str, pool_size: int = 8) -> Engine:
@@ -98,9 +130,12 @@ def create_reader_database(url: str, pool_size: int = 8) -> Engine:
             cursor.execute("PRAGMA busy_timeout = 10000")
             cursor.close()
 
+        event.listen(db, "before_cursor_execute", _refuse_nul_parameters)
         return db
-    return create_engine(ro_url, connect_args=connect_args, pool_size=pool_size, max_overflow=2 * pool_size,
-                         pool_pre_ping=True)
+    db = create_engine(ro_url, connect_args=connect_args, pool_size=pool_size, max_overflow=2 * pool_size,
+                       pool_pre_ping=True)
+    event.listen(db, "before_cursor_execute", _refuse_nul_parameters)
+    return db
 
 
 def _escape_like(text: str) -> str:
@@ -551,8 +586,8 @@ class StoreReader:
 
     def stored_feature_page(self, dictionary_id: str, index: int) -> bytes | None:
         """The pre-rendered gzip page of a feature of a ready dictionary, or None when there is none."""
-        if not self._pages_table_exists():
-            return None
+        if "\x00" in dictionary_id or not self._pages_table_exists():
+            return None  # a NUL matches nothing; the live rendering path reports it
         # straight through the DBAPI (statement compiled once for the dialect): the hottest read of
         # the API, where SQLAlchemy's per-execute work costs more than the query itself on SQLite
         sql, make_params = self._page_dbapi
