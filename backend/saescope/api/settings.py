@@ -42,11 +42,53 @@ class ApiLimits(BaseModel):
         1_048_576, ge=1024, description="Largest request body in bytes; larger ones get 413 before being read."
     )
     max_queue: int = Field(
-        16, ge=1, description="Model requests waiting or running at once; more get 503 (retry later)."
+        16, ge=1, description="Short model requests (inference, ablation) waiting or running at once; more "
+        "get 503 with Retry-After. Queued inference requests share forwards (micro-batching)."
+    )
+    max_steer_queue: int = Field(
+        8, ge=1, description="Steering requests (long generations) waiting or running at once, in a queue of "
+        "their own; more get 503 with Retry-After. Short requests never wait behind more than the one "
+        "generation running."
+    )
+    max_client_requests: int = Field(
+        12, ge=1, description="Live requests (all kinds) one client address may have waiting or running at "
+        "once; more get 429 with Retry-After. Behind a reverse proxy, start uvicorn with proxy headers so "
+        "the address is the client's."
+    )
+    max_client_steers: int = Field(
+        2, ge=1, description="Steering requests one client address may have waiting or running at once; "
+        "more get 429 with Retry-After."
     )
     request_timeout_s: float = Field(
-        30.0, gt=0, description="Seconds a model request may wait and run before a 504 answer."
+        30.0, gt=0, description="Seconds a model request may wait and run before a 504 answer; a generation "
+        "past it stops at its next token."
     )
+
+
+class ApiSecurity(BaseModel):
+    """Who may call the server and how long a connection may take to send its headers.
+
+    Enforced by `saescope.api.request_guard` (key and Host) and `saescope.api.server` (time-outs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str | None = Field(
+        None, repr=False,
+        description="Key the live endpoints (inference, steer, ablate) require, sent as `Authorization: Bearer "
+        "KEY` or `X-API-Key: KEY` (401 without it); None leaves them open.",
+    )
+    protect_reads: bool = Field(
+        False, description="Require the API key on every /api/v1 endpoint, not only the live ones."
+    )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host header names served (`name`, `*.domain`, or `*` for any); IP addresses and localhost "
+        "names are always served; others get 400 (DNS rebinding). None: no check. `saescope serve` sets it.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a connection may take to send a request's headers before it is closed."
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection stays open.")
 
 
 class ApiSettings(BaseModel):
@@ -68,6 +110,7 @@ class ApiSettings(BaseModel):
         False, description="Load the model and dictionaries at start-up instead of on the first live request."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads for model work; None keeps torch's default.")
+    security: ApiSecurity = Field(default_factory=ApiSecurity, description="API key, Host allow-list, time-outs.")
     fast_paths: bool = Field(
         True,
         description="Answer stored feature pages, the hottest request, through a lean ASGI path in front of "

@@ -1,25 +1,117 @@
-"""Live inference endpoints: top features per token of pasted text, one feature's activations.
+"""Live inference endpoints: top features per token of pasted text, one feature's activations; and
+`LiveRoute`, the route class of every live endpoint (here and in interventions).
 
-Dictionary ids are resolved against the store first (404 for unknown or not-ready ones; indexed
-point lookups, run on the event loop: cheaper than a thread hop) and text length is checked before a
-request takes a model queue slot; model work, and building the response models, runs on the model
-thread (ModelWorker). FastAPI serialises the response models.
+A live request is admitted before its body is read: `LiveRoute` takes a slot of the endpoint's class
+of work (`inference` here) from the ModelWorker, for the request's client address, and answers a
+refusal with a small pre-rendered 503 (class queue full) or 429 (client limit), each with
+`Retry-After`: no exception, no logging, no parsing, so a crowd of retrying clients costs the model
+thread next to nothing. Dictionary ids are resolved against the store next (404 for unknown or
+not-ready ones; indexed point lookups, run on the event loop: cheaper than a thread hop) and text
+length is checked; model work, and building the response models, runs on the model thread.
+FastAPI serialises the response models.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 
 from saescope.api import schemas
 from saescope.api.deps import AppState, State
+from saescope.api.runtime import JobClass, Refusal, Ticket
 from saescope.engine.engine import TopFeatures
 from saescope.errors import InputError, NotFoundError
 
-router = APIRouter(tags=["inference"])
+F = TypeVar("F", bound=Callable[..., Any])
+TICKET_KEY = "saescope.ticket"  # where LiveRoute leaves the admitted request's slot in the ASGI scope
+RETRY_AFTER_S = 1
 
-_ERRORS = schemas.error_responses(400, 404, 413, 422, 503, 504)
+
+def job_class(name: JobClass) -> Callable[[F], F]:
+    """Mark a live endpoint with the class of model work it queues in (default `inference`)."""
+
+    def mark(endpoint: F) -> F:
+        endpoint.job_class = name  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def _refusal_message(state: AppState, job_class: JobClass, refusal: Refusal) -> str:
+    limits = state.worker.limits
+    if refusal is Refusal.QUEUE_FULL:
+        bound = limits.max_queue if job_class == "inference" else limits.max_steer_queue
+        return f"the model is busy: {bound} {job_class} requests are queued already; retry in a moment"
+    return (
+        f"too many live requests from your address at once (at most {limits.max_client_requests}, "
+        f"{limits.max_client_steers} of them steering): retry when one has finished"
+    )
+
+
+class LiveRoute(APIRoute):
+    """The route of a live endpoint: admission before anything reads the request (see the module
+    docstring). Admitted, the request keeps its slot until its response is sent; the endpoint hands
+    it to the ModelWorker (`Admission`)."""
+
+    _refusals: dict[tuple[int, Refusal], tuple[int, list[tuple[bytes, bytes]], bytes]]
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or (self.methods and scope["method"] not in self.methods):
+            await super().handle(scope, receive, send)
+            return
+        state: AppState = scope["app"].state.saescope
+        client = scope.get("client")
+        got = state.worker.admit(getattr(self.endpoint, "job_class", "inference"), client[0] if client else None)
+        if isinstance(got, Refusal):
+            status, headers, body = self._refusal(state, got)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        scope[TICKET_KEY] = got
+        try:
+            await super().handle(scope, receive, send)
+        finally:
+            got.release()
+
+    def _refusal(self, state: AppState, refusal: Refusal) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The pre-rendered answer to `refusal` (rendered on first use, per worker)."""
+        cache = self.__dict__.setdefault("_refusals", {})
+        key = (id(state.worker), refusal)
+        if key not in cache:
+            from pydantic_core import to_json
+
+            from saescope.api.errors import error_body
+
+            message = _refusal_message(state, getattr(self.endpoint, "job_class", "inference"), refusal)
+            body = to_json(error_body(message))
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(RETRY_AFTER_S).encode()),
+            ]
+            cache[key] = (503 if refusal is Refusal.QUEUE_FULL else 429, headers, body)
+        return cache[key]
+
+
+async def admitted_ticket(request: Request) -> Ticket | None:
+    """The slot `LiveRoute` admitted this request with (None outside a LiveRoute)."""
+    return request.scope.get(TICKET_KEY)
+
+
+Admission = Annotated[Ticket | None, Depends(admitted_ticket)]
+
+router = APIRouter(tags=["inference"], route_class=LiveRoute)
+
+_ERRORS = {
+    **schemas.error_responses(400, 404, 413, 422, 503, 504),
+    429: {
+        "model": schemas.ErrorResponse,
+        "description": "This client address has too many live requests at once; retry after `Retry-After` seconds.",
+    },
+}
 
 
 def check_text(state: AppState, text: str, field: str) -> None:
@@ -70,7 +162,9 @@ def check_index(info: dict[str, Any], index: int, field: str) -> None:
     "its firing features. Requests that queue up behind each other are micro-batched into one forward "
     "(same answers).",
 )
-async def inference_activations(state: State, request: schemas.ActivationsRequest) -> schemas.ActivationsResponse:
+async def inference_activations(
+    state: State, ticket: Admission, request: schemas.ActivationsRequest
+) -> schemas.ActivationsResponse:
     limits = state.settings.limits
     check_text(state, request.text, "body.text")
     if request.top_k > limits.max_top_k:
@@ -133,7 +227,7 @@ async def inference_activations(state: State, request: schemas.ActivationsReques
             )
         return schemas.ActivationsResponse.model_validate({"tokens": tokens, "token_ids": ids, "results": results})
 
-    return await state.worker.run_batched(dictionary_ids, (request.text, request.top_k), work)
+    return await state.worker.run_batched(dictionary_ids, (request.text, request.top_k), work, ticket=ticket)
 
 
 @router.post(
@@ -145,7 +239,7 @@ async def inference_activations(state: State, request: schemas.ActivationsReques
     "position 0, activation 0 there).",
 )
 async def inference_feature(
-    state: State, request: schemas.FeatureActivationsRequest
+    state: State, ticket: Admission, request: schemas.FeatureActivationsRequest
 ) -> schemas.FeatureActivationsResponse:
     check_text(state, request.text, "body.text")
     info = resolve_feature(state, request.dictionary, request.index, "body.dictionary", "body.index")
@@ -158,4 +252,4 @@ async def inference_feature(
             tokens=engine.token_strings(ids), token_ids=ids, activations=acts, max_activation=max(acts)
         )
 
-    return await state.worker.run(work)
+    return await state.worker.run(work, ticket=ticket)

@@ -1,4 +1,8 @@
-"""Steering and ablation endpoints: change features at their hook points and show the effect."""
+"""Steering and ablation endpoints: change features at their hook points and show the effect.
+
+Both are live endpoints (`LiveRoute`): ablation queues as short `inference` work, steering in the
+`steer` class of its own, so long generations never crowd short requests out of the model thread;
+a generation whose request has timed out stops at its next token."""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ from fastapi import APIRouter
 
 from saescope.api import schemas
 from saescope.api.deps import AppState, State
-from saescope.api.routers.inference import _ERRORS, check_text, resolve_feature
-from saescope.engine.engine import FeatureIntervention
+from saescope.api.routers.inference import _ERRORS, Admission, LiveRoute, check_text, job_class, resolve_feature
+from saescope.engine.engine import FeatureIntervention, temporary_hooks
 from saescope.errors import InputError
 
-router = APIRouter(tags=["interventions"])
+router = APIRouter(tags=["interventions"], route_class=LiveRoute)
+STOP_CHECK_HOOK = "hook_embed"  # runs once per forward, i.e. once per generated token
 
 TOP_MOVED = 10
 
@@ -55,7 +60,8 @@ def _check_steer_limits(state: AppState, request: schemas.SteerRequest) -> None:
     "those of the model's temperature-1 distribution. Beyond the model context the model reads BOS plus "
     "the most recent tokens.",
 )
-async def steer(state: State, request: schemas.SteerRequest) -> schemas.SteerResponse:
+@job_class("steer")
+async def steer(state: State, ticket: Admission, request: schemas.SteerRequest) -> schemas.SteerResponse:
     _check_steer_limits(state, request)
     infos = [
         resolve_feature(state, iv.dictionary, iv.index, f"body.interventions.{i}.dictionary",
@@ -67,20 +73,26 @@ async def steer(state: State, request: schemas.SteerRequest) -> schemas.SteerRes
     def work() -> schemas.SteerResponse:
         engine = state.holder.engine_for(unique)
         prompt_ids = engine.tokenize(request.prompt, max_tokens=state.settings.limits.max_tokens, field="body.prompt")
-        default, steered = engine.generate(
-            prompt_ids,
-            request.n_tokens,
-            request.temperature,
-            request.seed,
-            [FeatureIntervention(iv.dictionary, iv.index, iv.mode, iv.strength) for iv in request.interventions],
-        )
+
+        def stop_if_abandoned(act: torch.Tensor, hook: object) -> None:
+            state.worker.raise_if_abandoned()
+
+        stop_check = [(STOP_CHECK_HOOK, stop_if_abandoned)] if STOP_CHECK_HOOK in engine.model.hook_dict else []
+        with temporary_hooks(engine.model, stop_check):
+            default, steered = engine.generate(
+                prompt_ids,
+                request.n_tokens,
+                request.temperature,
+                request.seed,
+                [FeatureIntervention(iv.dictionary, iv.index, iv.mode, iv.strength) for iv in request.interventions],
+            )
         return schemas.SteerResponse(
             prompt_tokens=engine.token_strings(prompt_ids),
             default=_continuation(engine, default),
             steered=_continuation(engine, steered),
         )
 
-    return await state.worker.run(work)
+    return await state.worker.run(work, job_class="steer", ticket=ticket)
 
 
 @router.post(
@@ -93,7 +105,7 @@ async def steer(state: State, request: schemas.SteerRequest) -> schemas.SteerRes
     f"{TOP_MOVED} vocabulary tokens whose next-token log-probability changed most in absolute value, "
     "averaged over the positions where the feature fires (empty when it never fires).",
 )
-async def ablate(state: State, request: schemas.AblateRequest) -> schemas.AblateResponse:
+async def ablate(state: State, ticket: Admission, request: schemas.AblateRequest) -> schemas.AblateResponse:
     check_text(state, request.text, "body.text")
     info = resolve_feature(state, request.dictionary, request.index, "body.dictionary", "body.index")
 
@@ -118,4 +130,4 @@ async def ablate(state: State, request: schemas.AblateRequest) -> schemas.Ablate
             top_moved=moved,
         )
 
-    return await state.worker.run(work)
+    return await state.worker.run(work, ticket=ticket)
