@@ -102,7 +102,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     """A FastAPI app serving the atlas at `settings.store_url` (read-only) and live inference."""
     reader = StoreReader.from_url(settings.store_url)
     holder = EngineHolder(reader, settings.atlas_root, settings.device, settings.model_id)
-    worker = ModelWorker(settings.limits.max_queue, settings.limits.request_timeout_s, settings.torch_threads)
+    worker = ModelWorker.from_settings(settings)
     state = AppState(settings=settings, reader=reader, holder=holder, worker=worker)
 
     @asynccontextmanager
