@@ -11,7 +11,7 @@ An atlas directory holds everything one `saescope demo`/`precompute` run produce
       atlas.db                  the SQLite store (unless a PostgreSQL URL is given)
       work/                     resumable job state (checkpoints, partial precompute); never read by
                                 the server
-        saes/                   the checkpoint of an interrupted SAE training sweep (state.pt)
+        saes/                   the checkpoint of an interrupted SAE training sweep (state.safetensors)
         precompute/             the checkpoint of an interrupted precompute
       build_report.json         what the last `saescope demo` build produced and reused
 

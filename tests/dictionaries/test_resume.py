@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from saescope.dictionaries.training import SAETrainingConfig
+from saescope.dictionaries.training_checkpoint import read_checkpoint
 from saescope.dictionaries.training_file import CHECKPOINT_DIR, CHECKPOINT_FILE, train_sae_from_file
 
 from process_helpers import kill_once_file_exists
@@ -57,7 +58,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path, architecture: s
     kill_once_file_exists(child, ckpt)
     assert ckpt.exists(), "the child should have written a checkpoint before being killed"
     assert not (resumed / "cfg.json").exists(), "the child was killed before it finished"
-    step = torch.load(ckpt, weights_only=False)["step"]
+    step = read_checkpoint(ckpt.parent)["step"]
     assert 0 < step < cfg.total_steps
 
     train_sae_from_file(data, cfg, resumed, checkpoint_every=every, progress=False, resume=True)

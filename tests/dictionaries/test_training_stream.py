@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from saescope.dictionaries.training import SAETrainingConfig
-from saescope.dictionaries.training_checkpoint import CHECKPOINT_FILE, checkpoint_configs
+from saescope.dictionaries.training_checkpoint import CHECKPOINT_FILE, checkpoint_configs, read_checkpoint
 from saescope.dictionaries.training_stream import ChunkedBatches, train_saes_from_chunks
 from saescope.dictionaries.training_synthetic import PlantedDictionary
 from saescope.errors import ConfigError, TrainingInterrupted
@@ -99,7 +99,7 @@ def test_an_interrupted_sweep_resumes_to_the_uninterrupted_weights(tmp_path: Pat
         train_saes_from_chunks(_configs(), ListSource(), progress=False, checkpoint_dir=folder,
                                checkpoint_every=1_000, callback=_stop_at(30))
     assert isinstance(info.value, KeyboardInterrupt)
-    saved = torch.load(folder / CHECKPOINT_FILE, weights_only=False)
+    saved = read_checkpoint(folder)
     assert 0 < saved["step"] < 30 and len(saved["trainers"]) == 2, "both SAEs of the sweep are in one checkpoint"
     assert saved["position"]["leftover"].shape[0] < 128, "a checkpoint stores less than one batch of rows"
 

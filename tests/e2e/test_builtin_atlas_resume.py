@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from saescope.atlas_layout import AtlasLayout
 from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
-from saescope.dictionaries.training_checkpoint import CHECKPOINT_FILE
+from saescope.dictionaries.training_checkpoint import CHECKPOINT_FILE, read_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_a_demo_build_killed_during_sae_training_resumes_the_sweep(
                              env=dict(os.environ, OMP_NUM_THREADS="1"), stderr=subprocess.DEVNULL)
     kill_once_file_exists(child, ckpt, timeout_s=120)
     assert ckpt.exists(), "the child should have checkpointed the SAE sweep before being killed"
-    tokens = torch.load(ckpt, weights_only=False)["tokens"]
+    tokens = read_checkpoint(ckpt.parent)["tokens"]
     assert 0 < tokens < CONFIG["sae_tokens"]
 
     _build_without_precompute(atlas, monkeypatch)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from saescope.cli import main
 from saescope.corpus.packing import PackedContexts
 from saescope.dictionaries import training
-from saescope.dictionaries.training_checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
+from saescope.dictionaries.training_checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, read_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_ctrl_c_leaves_a_checkpoint_that_the_same_command_resumes_exactly(
         assert _train_sae(tiny_lm_dir, out) == 130
     err = capsys.readouterr().err
     ckpt = out / CHECKPOINT_DIR / CHECKPOINT_FILE
-    tokens = torch.load(ckpt, weights_only=False)["tokens"]
+    tokens = read_checkpoint(ckpt.parent)["tokens"]
     assert 0 < tokens < 40 * 4096
     assert f"the last checkpoint ({tokens:,} tokens) is in {out / CHECKPOINT_DIR}" in err
     assert "running the same command again resumes" in err

@@ -127,9 +127,9 @@ def test_a_failed_write_resumes_from_the_finished_stream(tmp_path, model, contex
     with pytest.raises(Exception):
         precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("d", sae, provenance={"x": object()})],
                                contexts, PrecomputeConfig(**FAST), work_dir=tmp_path / "work")
-    assert (tmp_path / "work" / "precompute_state.pt").is_file()
+    assert (tmp_path / "work" / "precompute_state.safetensors").is_file()
     report = precompute_and_publish(url, model, ModelRecord(id="tiny"), [DictionaryEntry("d", sae)], contexts,
                                     PrecomputeConfig(**FAST), work_dir=tmp_path / "work")
     assert report.resumed_from_batch == 6  # 48 contexts / 8 per batch: nothing left to stream
-    assert not (tmp_path / "work" / "precompute_state.pt").exists()
+    assert not (tmp_path / "work" / "precompute_state.safetensors").exists()
     assert _visible(url) == {"d": (12, report.n_examples)}

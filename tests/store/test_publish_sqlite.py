@@ -82,7 +82,7 @@ def test_publish_writes_ready_dictionaries_with_features_and_examples(tmp_path, 
         tops = sorted((e.ExampleRow for e in ex if e.ExampleRow.group == "top"), key=lambda e: e.rank)
         assert [t.max_activation for t in tops] == sorted([t.max_activation for t in tops], reverse=True)
         assert tops[0].max_activation == pytest.approx(f.max_activation, abs=2e-4)
-    assert not (tmp_path / "work" / "precompute_state.pt").exists()
+    assert not (tmp_path / "work" / "precompute_state.safetensors").exists()
 
 
 def test_map_coordinates_are_stored_for_every_feature_of_a_hook_point(tmp_path, model, contexts):

@@ -2,8 +2,8 @@
 
 Owns the loop that runs the model once per batch of contexts (capturing every hook point the
 dictionaries need in that single forward), encodes with each dictionary and feeds a `FeatureStream`
-per dictionary; periodic checkpoints of the streaming state to `work_dir` so an interrupted run
-resumes from its batch cursor; and the final "gather" pass that recomputes per-token activations only
+per dictionary; periodic checkpoints of the streaming state to `work_dir` (safetensors plus JSON
+through `dictionaries.state_files`, never pickle) so an interrupted run resumes from its batch cursor; and the final "gather" pass that recomputes per-token activations only
 for the contexts chosen as examples (so the streaming state stays O(features x k)). Returns arrays,
 never touches SQL; `saescope.pipeline.publish` turns the result into records.
 """
@@ -27,12 +27,15 @@ from tqdm.auto import tqdm
 from saescope.activations.hooks import flatten_hook_activation, stop_layer_for, validate_hook_name
 from saescope.analysis.config import PrecomputeConfig
 from saescope.analysis.streaming import EMPTY, FeatureStream, FeatureStreamResult
-from saescope.atomic_files import atomic_file
 from saescope.devices import resolve_device
 from saescope.dictionaries.base import Dictionary
+from saescope.dictionaries.state_files import StateFileError, load_state_file, save_state_file
 from saescope.errors import ConfigError, InputError
 
-STATE_FILE = "precompute_state.pt"
+STATE_FILE = "precompute_state.safetensors"
+LEGACY_STATE_FILE = "precompute_state.pt"
+STATE_KIND = "precompute-state"
+STATE_VERSION = 2
 
 
 @contextmanager
@@ -212,8 +215,36 @@ def clear_state(work_dir: Path | str) -> None:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+    save_state_file(path, state, STATE_KIND, STATE_VERSION)
+
+
+def _start_over(path: Path) -> str:
+    return f"delete {path} to start precompute over"
+
+
+def _load_state(path: Path, fingerprint: str, n_streams: int) -> dict[str, Any] | None:
+    """The saved streaming state at `path` when it was written for `fingerprint`, else None.
+
+    ConfigError, nothing deleted, for a legacy pickle next to it (never loaded: it could run code)
+    and for a file that cannot be read or does not hold one state per dictionary."""
+    legacy = path.parent / LEGACY_STATE_FILE
+    if legacy.exists():
+        raise ConfigError(
+            f"{legacy} is a precompute resume state in an older format (a pickle), which is never loaded "
+            f"because it could run code; {_start_over(legacy)}"
+        )
+    if not path.is_file():
+        return None
+    try:
+        saved = load_state_file(path, STATE_KIND, STATE_VERSION)
+    except StateFileError as exc:
+        raise ConfigError(f"the precompute resume state {path} cannot be read ({exc}); {_start_over(path)}") from None
+    if saved.get("fingerprint") != fingerprint:
+        return None
+    streams = saved.get("streams")
+    if not isinstance(streams, list) or len(streams) != n_streams or not isinstance(saved.get("cursor"), int):
+        raise ConfigError(f"{path} is not a precompute resume state for these dictionaries; {_start_over(path)}")
+    return saved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,12 +312,11 @@ def run_precompute(
     start_batch = 0
     state_path = Path(work_dir) / STATE_FILE if work_dir is not None else None
     fp = _fingerprint(config, dictionaries, tok) if state_path is not None else ""
-    if state_path is not None and state_path.is_file():
-        saved = torch.load(state_path, weights_only=False)
-        if saved.get("fingerprint") == fp:
-            start_batch = int(saved["cursor"])
-            for s, st in zip(streams, saved["streams"]):
-                s.load_state_dict(st)
+    saved = _load_state(state_path, fp, len(streams)) if state_path is not None else None
+    if saved is not None:
+        start_batch = int(saved["cursor"])
+        for s, st in zip(streams, saved["streams"]):
+            s.load_state_dict(st)
     hook_names = list(dict.fromkeys(d.metadata.hook_name for _, d in dictionaries))
     n_counted = n_ctx - 1 if zero_first else n_ctx
     bar = tqdm(range(start_batch, n_batches), desc="precompute", unit="batch", disable=not config.progress,

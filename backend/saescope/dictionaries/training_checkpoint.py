@@ -1,14 +1,16 @@
 """The checkpoint of an SAE training run (one SAE or a sweep), written atomically, loaded with checks.
 
-Owns the file `<folder>/state.pt`: every trainer's `state_dict` (parameters, Adam state, step and
+Owns the file `<folder>/state.safetensors` (written by `state_files`: tensors as safetensors, the
+rest as JSON, never pickle): every trainer's `state_dict` (parameters, Adam state, step and
 token counters, dead-latent and density counters, generator state, history, normalisation scale;
 the b_dec init lives in the parameters), torch's global RNG state, a fingerprint of the training
 data and the data position (whatever the data source needs to continue exactly: a step for a
 matrix file, a chunk index plus the rows left over from the previous chunk for an activation
 stream). Writes go to a temporary file renamed over the old one, so a run killed at any moment
 leaves the previous checkpoint intact. Loading refuses, with a ConfigError naming the file and what
-to do, a checkpoint of another configuration, of other data, or one that cannot be read; it never
-deletes anything. Used by `training_file.py` and `training_stream.py`; knows nothing about where the
+to do, a checkpoint of another configuration, of other data, one that cannot be read, or a
+`state.pt` of an older format (a pickle, which is never loaded because it could run code); it
+never deletes anything. Used by `training_file.py` and `training_stream.py`; knows nothing about where the
 data comes from.
 """
 
@@ -23,13 +25,15 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from saescope.atomic_files import atomic_file
+from saescope.dictionaries.state_files import StateFileError, load_state_file, save_state_file
 from saescope.dictionaries.training import SAETrainer, SAETrainingConfig
 from saescope.errors import ConfigError, TrainingInterrupted
 
 CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "state.pt"
-FORMAT_VERSION = 3
+CHECKPOINT_FILE = "state.safetensors"
+LEGACY_CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_KIND = "sae-training-checkpoint"
+FORMAT_VERSION = 4
 
 
 @dataclass
@@ -59,7 +63,7 @@ def save_checkpoint(
     data: dict[str, Any],
     position: dict[str, Any] | None = None,
 ) -> Path:
-    """Write every trainer's state, the data fingerprint and `position` to `<folder>/state.pt` atomically."""
+    """Write every trainer's state, the data fingerprint and `position` to `<folder>/state.safetensors` atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {
@@ -71,9 +75,8 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "position": dict(position or {}),
     }
-    path = checkpoint_path(folder)
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+    path = save_state_file(checkpoint_path(folder), state, CHECKPOINT_KIND, FORMAT_VERSION)
+    (folder / LEGACY_CHECKPOINT_FILE).unlink(missing_ok=True)  # this run owns the folder now
     return path
 
 
@@ -81,13 +84,19 @@ def read_checkpoint(folder: Path | str) -> dict[str, Any] | None:
     """The raw checkpoint dict in `folder`, None when there is none; ConfigError when unreadable."""
     folder = Path(folder)
     path = checkpoint_path(folder)
+    legacy = folder / LEGACY_CHECKPOINT_FILE
+    if legacy.exists():
+        raise ConfigError(
+            f"{legacy} is a training checkpoint in an older format (a pickle), which is never loaded "
+            f"because it could run code; {_start_over(folder)}"
+        )
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated zip, pickle garbage, I/O error: all mean "unusable"
+        state = load_state_file(path, CHECKPOINT_KIND, FORMAT_VERSION)
+    except StateFileError as exc:
         raise ConfigError(f"the training checkpoint {path} cannot be read ({exc}); {_start_over(folder)}") from None
-    if not isinstance(state, dict) or not {"trainers", "step"} <= state.keys() or not state["trainers"]:
+    if not {"trainers", "step"} <= state.keys() or not isinstance(state["trainers"], list) or not state["trainers"]:
         raise ConfigError(f"{path} is not a saescope training checkpoint; {_start_over(folder)}")
     return state
 
@@ -121,7 +130,7 @@ def _config_difference(saved: list[SAETrainingConfig], wanted: list[SAETrainingC
 def load_checkpoint(
     folder: Path | str, configs: Sequence[SAETrainingConfig], data: dict[str, Any]
 ) -> LoadedCheckpoint | None:
-    """Trainers and data position from `<folder>/state.pt` (None when there is no checkpoint).
+    """Trainers and data position from `<folder>/state.safetensors` (None when there is no checkpoint).
 
     ConfigError (nothing deleted) when the checkpoint cannot be read, was written for other configs
     or for data with another fingerprint. Restores torch's global RNG state."""
@@ -146,7 +155,10 @@ def load_checkpoint(
         trainers = [SAETrainer.from_state_dict(t) for t in state["trainers"]]
     except Exception as exc:
         raise ConfigError(f"{path} holds trainer state that cannot be restored ({exc}); {_start_over(folder)}") from None
-    torch.set_rng_state(state["torch_rng"])
+    try:
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"{path} holds an unusable random-number state ({exc}); {_start_over(folder)}") from None
     return LoadedCheckpoint(trainers=trainers, position=dict(state.get("position") or {}), path=path)
 
 

@@ -3,7 +3,7 @@
 Owns `train_sae_from_file` / `train_saes_from_file` (a sweep over one file) and the
 `TrainSAEOptions` pydantic model that maps 1:1 to `saescope train-sae` options. The file is read by
 `activations.matrix_file` and fed through the same chunked path as a model's activations
-(`training_stream.train_saes_from_chunks`), so checkpoints (`<out>/checkpoint/state.pt`) and exact
+(`training_stream.train_saes_from_chunks`), so checkpoints (`<out>/checkpoint/state.safetensors`) and exact
 resume work the same way: a run killed at any point and restarted with `resume=True` ends with
 exactly the weights of an uninterrupted run. The result folder is written in SAELens format through
 `saelens_format.save_dictionary`, plus `history.json` and `training_config.json`. It knows nothing
@@ -111,7 +111,7 @@ def train_saes_from_file(
 
     The file is read as `MatrixChunks` (blocks of `shuffle_buffer_tokens` rows in a seeded order,
     shuffled within) through `train_saes_from_chunks`; `checkpoint_every` (tokens) writes
-    `<out_dirs[0]>/checkpoint/state.pt` and `resume=True` continues an existing checkpoint exactly.
+    `<out_dirs[0]>/checkpoint/state.safetensors` and `resume=True` continues an existing checkpoint exactly.
     `callback(step)` runs after every step. Returns the results in config order.
     """
     from saescope.dictionaries.saelens_format import save_dictionary

@@ -51,7 +51,7 @@ def train_saes_from_chunks(
     """Train every config in one pass over the chunks of `source`; one TrainingResult per config.
 
     With `checkpoint_dir` (a folder this run owns), every trainer's state and the stream position
-    are saved to `<checkpoint_dir>/state.pt` every `checkpoint_every` tokens (at the next chunk
+    are saved to `<checkpoint_dir>/state.safetensors` every `checkpoint_every` tokens (at the next chunk
     boundary); `resume=True` continues an existing checkpoint exactly, after checking it was
     written for the same configs and the same data (ConfigError otherwise; nothing is deleted).
     On success the folder is removed, unless `keep_checkpoint`: then a final checkpoint is written
