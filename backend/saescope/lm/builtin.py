@@ -16,12 +16,14 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
 
 from saescope.atomic_files import atomic_file, atomic_folder
 from saescope.corpus.documents import Document, stable_unit_hash
@@ -320,6 +322,134 @@ def build_builtin_lm(
         torch.set_num_threads(previous)
 
 
+def _prepare_work_dir(config: BuiltinLMConfig, out: Path, work_dir: str | Path | None) -> Path:
+    """The folder of resumable state for `config`: kept when it belongs to this config, emptied otherwise."""
+    work = Path(work_dir) if work_dir is not None else _work_dir_for(out)
+    fingerprint = config.fingerprint()
+    fp_path = work / FINGERPRINT_FILE
+    if work.exists() and (not fp_path.exists() or json.loads(fp_path.read_text()).get("fingerprint") != fingerprint):
+        shutil.rmtree(work)  # state of another config: start over
+    work.mkdir(parents=True, exist_ok=True)
+    fp_path.write_text(json.dumps({"fingerprint": fingerprint, "config": config.model_dump(mode="json")}))
+    return work
+
+
+def _corpus(config: BuiltinLMConfig) -> tuple[list[Document], list[Document]]:
+    """(training documents in the seeded order, held-out documents) of the standard library."""
+    def split(name: str) -> list[Document]:
+        return stdlib_documents(
+            name, config.heldout_fraction, config.corpus_max_files, include_tests=config.corpus_include_tests
+        )
+
+    train_docs, heldout_docs = split("train"), split("heldout")
+    if not train_docs or not heldout_docs:
+        raise ConfigError("the standard library yielded no train or no held-out files; raise heldout_fraction/corpus_max_files")
+    return _shuffled(train_docs, config.seed), heldout_docs
+
+
+def _tokenizer(config: BuiltinLMConfig, documents: Sequence[Document], work: Path) -> Any:
+    """The BPE tokenizer, trained once on the first `tokenizer_train_chars` of `documents` (reused on resume)."""
+    tok_dir = work / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        def texts() -> Iterator[str]:
+            budget = config.tokenizer_train_chars
+            for d in documents:
+                if budget <= 0:
+                    break
+                yield d.text[:budget]
+                budget -= len(d.text)
+
+        with atomic_folder(tok_dir) as tmp_tok:
+            train_bpe_tokenizer(texts(), config.d_vocab, tmp_tok, config.tokenizer_min_frequency)
+    return load_tokenizer(tok_dir)
+
+
+class _TrainingRun:
+    """The model under training, its optimiser and loss record; saved to and resumed from `state_path`."""
+
+    def __init__(self, config: BuiltinLMConfig, model: Any, state_path: Path, heldout_tokens: np.ndarray) -> None:
+        self.config, self.model, self.state_path = config, model, state_path
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay
+        )
+        self.start_step = 0
+        self.history: list[tuple[int, float]] = []
+        self.recent: list[float] = []
+        self.train_loss_first = float("nan")
+        if state_path.exists():
+            self._load()
+        else:
+            self.heldout_loss_initial = mean_next_token_loss(model, heldout_tokens)
+            model.train()
+
+    def _load(self) -> None:
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_step = int(state["step"])
+        self.history = [(int(s), float(v)) for s, v in state["history"]]
+        self.recent = [float(v) for v in state["recent"]]
+        self.train_loss_first = float(state["train_loss_first"])
+        self.heldout_loss_initial = float(state["heldout_loss_initial"])
+
+    def save(self, step: int) -> None:
+        state = {
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "recent": self.recent,
+            "train_loss_first": self.train_loss_first,
+            "heldout_loss_initial": self.heldout_loss_initial,
+        }
+        with atomic_file(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def step(self, step: int, batch: Tensor) -> float:
+        """One AdamW step on `batch [batch, n_ctx]`; returns the loss and records it."""
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        loss = self.model(batch, return_type="loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        value = float(loss.detach())
+        if step == 0:
+            self.train_loss_first = value
+        self.recent = (self.recent + [value])[-10:]
+        if step % LOSS_HISTORY_EVERY == 0 or step == config.n_steps - 1:
+            self.history.append((step, value))
+        return value
+
+    def train(self, tokens: Tensor, device: torch.device, progress: bool, stop_after_steps: int | None) -> None:
+        """Steps `start_step` .. n_steps - 1 with periodic state saves; BuildInterrupted after
+        `stop_after_steps` (state saved). On Ctrl-C the last periodic state stays for the next run."""
+        from tqdm.auto import tqdm
+
+        config, n_steps = self.config, self.config.n_steps
+        batches = _BatchOrder(tokens.shape[0], config.batch_size, config.seed)
+        bar = tqdm(total=n_steps, initial=self.start_step, desc="training built-in LM", disable=not progress,
+                   mininterval=1.0, unit="step")
+        try:
+            for step in range(self.start_step, n_steps):
+                value = self.step(step, tokens[torch.from_numpy(batches.indices(step))].to(device))
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+                done = step + 1
+                if done < n_steps and done % config.checkpoint_every_steps == 0:
+                    self.save(done)
+                if stop_after_steps is not None and done >= stop_after_steps and done < n_steps:
+                    self.save(done)
+                    raise BuildInterrupted(
+                        f"stopped after {done} of {n_steps} steps; state saved in {self.state_path.parent}"
+                    )
+        finally:
+            bar.close()
+
+
 def _build(
     config: BuiltinLMConfig,
     out_dir: str | Path,
@@ -328,7 +458,6 @@ def _build(
     work_dir: str | Path | None,
     stop_after_steps: int | None,
 ) -> LMBuildReport:
-    from tqdm.auto import tqdm
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     t_start = time.perf_counter()
@@ -337,161 +466,57 @@ def _build(
     existing = _existing_report(out, config)
     if existing is not None:
         return existing
-    work = Path(work_dir) if work_dir is not None else _work_dir_for(out)
-    fingerprint = config.fingerprint()
-    fp_path = work / FINGERPRINT_FILE
-    if work.exists() and (not fp_path.exists() or json.loads(fp_path.read_text()).get("fingerprint") != fingerprint):
-        shutil.rmtree(work)  # state of another config: start over
-    work.mkdir(parents=True, exist_ok=True)
-    fp_path.write_text(json.dumps({"fingerprint": fingerprint, "config": config.model_dump(mode="json")}))
+    work = _prepare_work_dir(config, out, work_dir)
+    train_docs, heldout_docs = _corpus(config)
 
-    # corpus
-    train_docs = stdlib_documents(
-        "train", config.heldout_fraction, config.corpus_max_files, include_tests=config.corpus_include_tests
-    )
-    heldout_docs = stdlib_documents(
-        "heldout", config.heldout_fraction, config.corpus_max_files, include_tests=config.corpus_include_tests
-    )
-    if not train_docs or not heldout_docs:
-        raise ConfigError("the standard library yielded no train or no held-out files; raise heldout_fraction/corpus_max_files")
-    order = _shuffled(train_docs, config.seed)
-
-    # tokenizer (trained once; reused on resume)
     t0 = time.perf_counter()
-    tok_dir = work / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():
-        tokenizer = load_tokenizer(tok_dir)
-    else:
-        def tokenizer_texts():
-            budget = config.tokenizer_train_chars
-            for d in order:
-                if budget <= 0:
-                    break
-                yield d.text[:budget]
-                budget -= len(d.text)
-
-        with atomic_folder(tok_dir) as tmp_tok:
-            train_bpe_tokenizer(tokenizer_texts(), config.d_vocab, tmp_tok, config.tokenizer_min_frequency)
-        tokenizer = load_tokenizer(tok_dir)
+    tokenizer = _tokenizer(config, train_docs, work)
     seconds_tokenizer = time.perf_counter() - t0
     d_vocab = len(tokenizer)
 
-    # contexts
     t_data = time.perf_counter()
-    needed = config.n_steps * config.batch_size
-    train_ctx = _gather_train_contexts(order, tokenizer, config.n_ctx, needed)
+    train_ctx = _gather_train_contexts(train_docs, tokenizer, config.n_ctx, config.n_steps * config.batch_size)
     heldout_ctx = pack_documents(
         heldout_docs, tokenizer, config.n_ctx, max_contexts=config.eval_contexts, seed=config.seed
     )
-    train_tokens_t = torch.from_numpy(train_ctx.tokens)
     seconds_data = time.perf_counter() - t_data
 
-    # model
     ht_kwargs = hooked_transformer_kwargs(config, d_vocab)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = HookedTransformer(HookedTransformerConfig(**ht_kwargs, device=str(device)), tokenizer=tokenizer)
     model.train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay
-    )
-    state_path = work / STATE_FILE
-    start_step = 0
-    history: list[tuple[int, float]] = []
-    recent: list[float] = []
-    train_loss_first = float("nan")
-    heldout_loss_initial: float
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = int(state["step"])
-        history = [(int(s), float(v)) for s, v in state["history"]]
-        recent = [float(v) for v in state["recent"]]
-        train_loss_first = float(state["train_loss_first"])
-        heldout_loss_initial = float(state["heldout_loss_initial"])
-    else:
-        heldout_loss_initial = mean_next_token_loss(model, heldout_ctx.tokens)
-        model.train()
-
-    def save_state(step: int) -> None:
-        with atomic_file(state_path) as tmp:
-            torch.save(
-                {
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "history": history,
-                    "recent": recent,
-                    "train_loss_first": train_loss_first,
-                    "heldout_loss_initial": heldout_loss_initial,
-                },
-                tmp,
-            )
-
-    # training
+    run = _TrainingRun(config, model, work / STATE_FILE, heldout_ctx.tokens)
     t1 = time.perf_counter()
-    batches = _BatchOrder(len(train_ctx), config.batch_size, config.seed)
-    n_steps = config.n_steps
-    bar = tqdm(total=n_steps, initial=start_step, desc="training built-in LM", disable=not progress,
-               mininterval=1.0, unit="step")
-    try:
-        for step in range(start_step, n_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config)
-            batch = train_tokens_t[torch.from_numpy(batches.indices(step))].to(device)  # [batch, n_ctx]
-            loss = model(batch, return_type="loss")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            value = float(loss.detach())
-            if step == 0:
-                train_loss_first = value
-            recent = (recent + [value])[-10:]
-            if step % LOSS_HISTORY_EVERY == 0 or step == n_steps - 1:
-                history.append((step, value))
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-            done = step + 1
-            if done < n_steps and done % config.checkpoint_every_steps == 0:
-                save_state(done)
-            if stop_after_steps is not None and done >= stop_after_steps and done < n_steps:
-                save_state(done)
-                raise BuildInterrupted(f"stopped after {done} of {n_steps} steps; state saved in {work}")
-    finally:  # on Ctrl-C the last periodic state stays in the work folder for the next run
-        bar.close()
+    run.train(torch.from_numpy(train_ctx.tokens), device, progress, stop_after_steps)
     seconds_training = time.perf_counter() - t1
 
-    # evaluation
     model.eval()
-    heldout_loss = mean_next_token_loss(model, heldout_ctx.tokens)
     unigram_heldout, unigram_entropy = unigram_losses(train_ctx.tokens, heldout_ctx.tokens, d_vocab)
     report = LMBuildReport(
         out_dir=str(out),
-        resumed_from_step=start_step,
-        steps=n_steps,
-        train_tokens=n_steps * config.batch_size * config.n_ctx,
+        resumed_from_step=run.start_step,
+        steps=config.n_steps,
+        train_tokens=config.n_steps * config.batch_size * config.n_ctx,
         n_train_documents=len(train_docs),
         n_heldout_documents=len(heldout_docs),
         n_train_contexts=len(train_ctx),
         n_heldout_contexts=len(heldout_ctx),
         d_vocab=d_vocab,
-        heldout_loss=heldout_loss,
-        heldout_loss_initial=heldout_loss_initial,
+        heldout_loss=mean_next_token_loss(model, heldout_ctx.tokens),
+        heldout_loss_initial=run.heldout_loss_initial,
         unigram_heldout_loss=unigram_heldout,
         unigram_train_entropy=unigram_entropy,
-        train_loss_first=train_loss_first,
-        train_loss_last=float(np.mean(recent)) if recent else float("nan"),
-        loss_history=history,
+        train_loss_first=run.train_loss_first,
+        train_loss_last=float(np.mean(run.recent)) if run.recent else float("nan"),
+        loss_history=run.history,
         seconds_tokenizer=seconds_tokenizer,
         seconds_training=seconds_training,
         seconds_data=seconds_data,
         seconds_total=time.perf_counter() - t_start,
         torch_threads=torch.get_num_threads(),
         python_version=sys.version.split()[0],
-        config_fingerprint=fingerprint,
+        config_fingerprint=config.fingerprint(),
     )
     ckpt.write_checkpoint(
         out,
