@@ -170,6 +170,79 @@ def _default_eval_batch(n_ctx: int, d_vocab: int) -> int:
     return max(1, min(by_tokens, by_memory))
 
 
+class _Interventions:
+    """Forwards of `model` with the activations at one hook point captured, replaced by the
+    dictionary's reconstruction, zeroed or set to their mean, at positions `first:` only (the BOS
+    activation stays clean). Interventions restart from the residual stream entering the hook's
+    block (start_at_layer), so the blocks before it run once per batch instead of four times."""
+
+    def __init__(self, model: Any, dictionary: Dictionary, hook_name: str, head: int | None, first: int) -> None:
+        self.model, self.dictionary = model, dictionary
+        self.hook_name, self.head, self.first = hook_name, head, first
+        self.layer = hook_layer(hook_name)
+        self.resid_name = f"blocks.{self.layer}.hook_resid_pre" if self.layer is not None else None
+        self.mean_act: Tensor | None = None
+
+    def _hook(self, mode: str, store: dict[str, Tensor]) -> Any:
+        first, head = self.first, self.head
+
+        def hook_fn(act: Tensor, hook: Any) -> Tensor:
+            flat = flatten_hook_activation(act, head)  # [b, pos, d]
+            if mode == "capture":
+                store["x"] = flat.detach().clone()
+                return act
+            new = flat.clone()
+            region = new[:, first:, :]
+            if mode == "spliced":
+                f = self.dictionary.encode(region.reshape(-1, region.shape[-1]).float())
+                x_hat = self.dictionary.decode(f)
+                store["f"], store["x_hat"] = f, x_hat
+                new[:, first:, :] = x_hat.reshape(region.shape).to(new.dtype)
+            elif mode == "zero":
+                new[:, first:, :] = 0
+            else:  # mean
+                assert self.mean_act is not None
+                new[:, first:, :] = self.mean_act.to(new.dtype)
+            return unflatten_into_hook(act, new, head)
+
+        return hook_fn
+
+    def clean(self, batch: Tensor, store: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """Clean logits, capturing the hook's activations (and the block's input residual)."""
+        hooks = [(self.hook_name, self._hook("capture", store))]
+        if self.resid_name is not None:
+
+            def keep_resid(act: Tensor, hook: Any) -> None:
+                store["resid"] = act.detach()
+
+            hooks.append((self.resid_name, keep_resid))
+        logits = self.model.run_with_hooks(batch, fwd_hooks=hooks)
+        return logits, store.get("resid")
+
+    def run(self, batch: Tensor, resid: Tensor | None, mode: str, store: dict[str, Tensor]) -> Tensor:
+        """Logits with the intervention `mode` (spliced, zero, mean)."""
+        hooks = [(self.hook_name, self._hook(mode, store))]
+        if resid is None:
+            return self.model.run_with_hooks(batch, fwd_hooks=hooks)
+        return self.model.run_with_hooks(resid, start_at_layer=self.layer, fwd_hooks=hooks)
+
+
+def _checked_hook(model: Any, dictionary: Dictionary, hook_name: str | None, head: int | None) -> tuple[str, int | None]:
+    """(hook name, head index) to evaluate at; ConfigError when the dictionary does not fit the hook."""
+    hook_name = hook_name or dictionary.metadata.hook_name
+    if not hook_name:
+        raise ConfigError("no hook point: pass hook_name or set dictionary.metadata.hook_name")
+    if head is None:
+        head = dictionary.metadata.hook_head_index
+    d_hook = hook_dimension(model, hook_name, head)  # validates the hook too
+    if dictionary.d_in != d_hook:
+        raise ConfigError(
+            f"dictionary d_in={dictionary.d_in} does not match hook {hook_name!r} dimension {d_hook}; "
+            "evaluate it at the hook it was trained on"
+        )
+    return hook_name, head
+
+
 @torch.no_grad()
 def evaluate_dictionary(
     model: Any,
@@ -188,17 +261,7 @@ def evaluate_dictionary(
     Reconstruction metrics use the same rows as training (BOS column dropped unless `include_bos`);
     the splice/ablations replace those positions only, so the BOS activation stays clean.
     """
-    hook_name = hook_name or dictionary.metadata.hook_name
-    if not hook_name:
-        raise ConfigError("no hook point: pass hook_name or set dictionary.metadata.hook_name")
-    if hook_head_index is None:
-        hook_head_index = dictionary.metadata.hook_head_index
-    d_hook = hook_dimension(model, hook_name, hook_head_index)  # validates the hook too
-    if dictionary.d_in != d_hook:
-        raise ConfigError(
-            f"dictionary d_in={dictionary.d_in} does not match hook {hook_name!r} dimension {d_hook}; "
-            "evaluate it at the hook it was trained on"
-        )
+    hook_name, hook_head_index = _checked_hook(model, dictionary, hook_name, hook_head_index)
     device = model_device(model)
     all_tokens = as_token_tensor(tokens)
     check_tokens_fit_model(model, all_tokens)
@@ -211,114 +274,69 @@ def evaluate_dictionary(
     dictionary = dictionary.to(device)
     was_training = dictionary.training
     dictionary.eval()
+    runs = _Interventions(model, dictionary, hook_name, hook_head_index, first)
 
-    acc: _Accumulator | None = None
-    ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "mean": 0.0}
-    kl_sum = 0.0
+    acc = _Accumulator(dictionary.d_in, dictionary.d_sae)
+    ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "mean": 0.0, "kl": 0.0}
     n_pred = 0
-    mean_act: Tensor | None = None
-    d_seen: list[int] = []
-
-    def make_hook(mode: str, store: dict[str, Tensor]):
-        def hook_fn(act: Tensor, hook: Any) -> Tensor:
-            flat = flatten_hook_activation(act, hook_head_index)  # [b, pos, d]
-            if mode == "capture":
-                store["x"] = flat.detach().clone()
-                return act
-            new = flat.clone()
-            region = new[:, first:, :]
-            if mode == "spliced":
-                x_rows = region.reshape(-1, region.shape[-1]).float()
-                f = dictionary.encode(x_rows)
-                x_hat = dictionary.decode(f)
-                store["f"], store["x_hat"] = f, x_hat
-                new[:, first:, :] = x_hat.reshape(region.shape).to(new.dtype)
-            elif mode == "zero":
-                new[:, first:, :] = 0
-            elif mode == "mean":
-                assert mean_act is not None
-                new[:, first:, :] = mean_act.to(new.dtype)
-            return unflatten_into_hook(act, new, hook_head_index)
-
-        return hook_fn
-
-    # Interventions restart from the residual stream entering the hook's block (start_at_layer),
-    # so the blocks before it run once per batch instead of four times.
-    layer = hook_layer(hook_name)
-    resid_name = f"blocks.{layer}.hook_resid_pre" if layer is not None else None
-
-    def run(batch: Tensor, resid: Tensor | None, mode: str, store: dict[str, Tensor]) -> Tensor:
-        if resid is None:
-            return model.run_with_hooks(batch, fwd_hooks=[(hook_name, make_hook(mode, store))])
-        return model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=[(hook_name, make_hook(mode, store))])
-
-    def clean_run(batch: Tensor, store: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-        hooks = [(hook_name, make_hook("capture", store))]
-        if resid_name is not None:
-
-            def keep_resid(act: Tensor, hook: Any) -> None:
-                store["resid"] = act.detach()
-
-            hooks.append((resid_name, keep_resid))
-        logits = model.run_with_hooks(batch, fwd_hooks=hooks)
-        return logits, store.get("resid")
-
     batches = [all_tokens[i : i + batch_size] for i in range(0, n_contexts, batch_size)]
     for batch in batches:
         batch = batch.to(device)
         store: dict[str, Tensor] = {}
         # One logits tensor alive at a time (vocabularies can be large).
-        clean_logits, resid = clean_run(batch, store)
+        clean_logits, resid = runs.clean(batch, store)
         logp_clean = clean_logits[:, :-1].float().log_softmax(-1)  # [b, pos-1, d_vocab]
         del clean_logits
         ce["clean"] += float(_nll_sum(logp_clean, batch))
-        logp_spliced = run(batch, resid, "spliced", store)[:, :-1].float().log_softmax(-1)
+        logp_spliced = runs.run(batch, resid, "spliced", store)[:, :-1].float().log_softmax(-1)
         ce["spliced"] += float(_nll_sum(logp_spliced, batch))
-        kl_sum += float((logp_clean.exp() * (logp_clean - logp_spliced)).sum())
+        ce["kl"] += float((logp_clean.exp() * (logp_clean - logp_spliced)).sum())
         del logp_spliced, logp_clean
-        ce["zero"] += float(_loss_per_context(run(batch, resid, "zero", store), batch).sum())
+        ce["zero"] += float(_loss_per_context(runs.run(batch, resid, "zero", store), batch).sum())
         x = store["x"][:, first:, :].reshape(-1, store["x"].shape[-1]).float()
-        if acc is None:
-            acc = _Accumulator(x.shape[-1], dictionary.d_sae)
         acc.add(x, store["f"], store["x_hat"])
-        d_seen.append(x.shape[-1])
         n_pred += batch.shape[0] * (batch.shape[1] - 1)
 
-    assert acc is not None
-    mean_act = (acc.sum_x / acc.n).float().to(device)
+    runs.mean_act = (acc.sum_x / acc.n).float().to(device)
     for batch in batches:
         batch = batch.to(device)
-        mean_logits = run(batch, None, "mean", {})
-        ce["mean"] += float(_loss_per_context(mean_logits, batch).sum())
+        ce["mean"] += float(_loss_per_context(runs.run(batch, None, "mean", {}), batch).sum())
     dictionary.train(was_training)
+    losses = {key: value / n_pred for key, value in ce.items()}
+    return _metrics(acc, losses, hook_name, hook_head_index, int(n_contexts), dictionary.d_sae, dense_threshold,
+                    histogram_bins)
 
+
+def _metrics(
+    acc: _Accumulator, losses: dict[str, float], hook_name: str, hook_head_index: int | None, n_contexts: int,
+    d_sae: int, dense_threshold: float, histogram_bins: int,
+) -> DictionaryMetrics:
+    """The metrics from the accumulated sums and the per-prediction losses."""
     n = acc.n
     mean = acc.sum_x / n
     sst = float((acc.sum_x2 - n * mean**2).sum())
     ss_zero = float(acc.sum_x2.sum())
     density = (acc.fire_counts / n).numpy()
-    ce_clean, ce_spliced = ce["clean"] / n_pred, ce["spliced"] / n_pred
-    ce_zero, ce_mean = ce["zero"] / n_pred, ce["mean"] / n_pred
     live = density[density > 0]
     return DictionaryMetrics(
         hook_name=hook_name,
         hook_head_index=hook_head_index,
-        n_contexts=int(n_contexts),
+        n_contexts=n_contexts,
         n_tokens=int(n),
-        d_sae=int(dictionary.d_sae),
+        d_sae=int(d_sae),
         l0=acc.l0 / n,
         explained_variance=1.0 - acc.sse / sst if sst > 0 else None,
         explained_variance_vs_zero=1.0 - acc.sse / ss_zero if ss_zero > 0 else None,
-        mse=acc.sse / (n * d_seen[0]),
+        mse=acc.sse / (n * acc.sum_x.shape[0]),
         cosine=acc.cos / max(acc.n_ratio, 1),
         norm_ratio=acc.norm_ratio / max(acc.n_ratio, 1),
-        ce_clean=ce_clean,
-        ce_spliced=ce_spliced,
-        ce_zero_ablation=ce_zero,
-        ce_mean_ablation=ce_mean,
-        ce_recovered=_score(ce_zero, ce_spliced, ce_clean),
-        ce_recovered_mean_ablation=_score(ce_mean, ce_spliced, ce_clean),
-        kl=kl_sum / n_pred,
+        ce_clean=losses["clean"],
+        ce_spliced=losses["spliced"],
+        ce_zero_ablation=losses["zero"],
+        ce_mean_ablation=losses["mean"],
+        ce_recovered=_score(losses["zero"], losses["spliced"], losses["clean"]),
+        ce_recovered_mean_ablation=_score(losses["mean"], losses["spliced"], losses["clean"]),
+        kl=losses["kl"],
         dead=int((density == 0).sum()),
         dense=int((density > dense_threshold).sum()),
         dense_threshold=dense_threshold,
