@@ -1,4 +1,7 @@
-"""Bad input gets a 4xx JSON {"error", "field"} naming the field; a busy or slow model gets 503/504."""
+"""Bad input gets a 4xx JSON {"error", "field"} naming the field; a busy or slow model gets 503/504.
+
+The bad-input battery runs on both stores: the SQLite atlas and the same atlas in PostgreSQL
+(skipped when no server answers on 127.0.0.1:5432), whose driver raises on inputs SQLite takes."""
 
 from __future__ import annotations
 
@@ -11,6 +14,30 @@ from api_atlas import make_settings
 
 API = "/api/v1"
 GOOD = {"text": "x = 1\n", "dictionary": "mlp-sae", "index": 0}
+
+
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])],
+)
+def store_atlas(request, random_sae_atlas):
+    """The test atlas in each store back end."""
+    return random_sae_atlas if request.param == "sqlite" else request.getfixturevalue("pg_atlas")
+
+
+@pytest.fixture(scope="module")
+def app(store_atlas):
+    from saescope.api.app import create_app
+
+    return create_app(make_settings(store_atlas))
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
 
 
 def _err(res, status, field=None):
@@ -147,6 +174,51 @@ def test_invalid_query_and_path_parameters_name_the_field(client, path, field):
 def test_unknown_routes_and_methods_are_json(client):
     _err(client.get(f"{API}/no/such/thing"), 404)
     _err(client.get(f"{API}/steer"), 405)
+
+
+NUL = "mlp\x00sae"
+STEER = {"prompt": "a = 1", "n_tokens": 2}
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/dictionaries/mlp%00sae", 404),
+        ("/dictionaries/mlp-sae%00/features", 404),
+        ("/dictionaries/%00/features/3", 404),
+        ("/dictionaries/mlp%00sae/features/3/page", 404),
+        ("/dictionaries/mlp-sae/features/3/examples%00", 404),
+        ("/dictionaries/mlp%00sae/map", 404),
+        ("/dictionaries?hook_name=blocks.0%00", 422),
+        ("/dictionaries?hook_name=%00", 422),
+        ("/dictionaries/mlp-sae/features?q=a%00b", 422),
+        ("/dictionaries/mlp-sae/features/3/examples?group=top%00", 422),
+        ("/map?hook_name=blocks.0.mlp.hook_post%00", 422),
+    ],
+)
+def test_a_nul_in_a_path_or_query_parameter_is_a_json_4xx(client, path, status):
+    _err(client.get(API + path), status)
+
+
+@pytest.mark.parametrize(
+    "path, payload, field",
+    [
+        ("/inference/feature", {**GOOD, "dictionary": NUL}, "body.dictionary"),
+        ("/inference/activations", {"text": "a", "dictionaries": ["mlp-sae", NUL]}, "body.dictionaries.1"),
+        ("/ablate", {**GOOD, "dictionary": NUL}, "body.dictionary"),
+        ("/steer", {**STEER, "interventions": [{"dictionary": NUL, "index": 0, "strength": 1}]},
+         "body.interventions.0.dictionary"),
+    ],
+)
+def test_a_nul_in_a_dictionary_id_of_a_body_is_404(client, path, payload, field):
+    res = client.post(API + path, json=payload)
+    assert res.status_code in (404, 422), res.text
+    _err(res, res.status_code)
+
+
+def test_a_nul_in_the_text_of_a_live_request_is_not_a_server_error(client):
+    res = client.post(f"{API}/inference/feature", json={**GOOD, "text": "x = 1\x00\n"})
+    assert res.status_code < 500, res.text
 
 
 def _hold_worker(client, state, seconds):

@@ -1,11 +1,13 @@
 """The FastAPI application: `create_app(settings)` wires the store reader, the live engine, the
-routers under `/api/v1`, the JSON error handlers, the ASGI middlewares in front of them (the lean
-path for stored feature pages first, then the body size limit) and the static frontend.
+routers under `/api/v1`, the JSON error handlers, the ASGI middlewares in front of them (the request
+guard first: Host, NUL characters, API key; then the lean path for stored feature pages, then the
+body size limit) and the static frontend.
 
 Owns application assembly only: routers hold the endpoints, `runtime` the engine and model worker,
 `errors` the error mapping, `store.reader` the SQL. The app is read-only: no endpoint writes to the
 store or the file system. Serves `frontend/` at `/` and plotly.js from the installed `plotly`
-package at `/vendor/plotly.min.js` (never a CDN).
+package at `/vendor/plotly.min.js` (never a CDN). Files of the frontend folder are served only
+when they resolve inside it: a symlink pointing out of the folder is not followed.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from saescope.api.body_limit import RequestBodyLimit
 from saescope.api.deps import AppState
 from saescope.api.errors import install_error_handlers
 from saescope.api.page_fast_path import FeaturePageFastPath
+from saescope.api.request_guard import RequestGuard
 from saescope.api.routers import dictionaries, features, inference, interventions, meta
 from saescope.api.runtime import EngineHolder, ModelWorker, freeze_long_lived_objects
 from saescope.api.settings import ApiSettings
+from saescope.store.database import parse_store_url
 from saescope.store.reader import StoreReader
 
 log = logging.getLogger("saescope.api")
@@ -80,10 +84,14 @@ def mount_frontend(app: FastAPI, folder: Path) -> None:
         def frontend_index() -> FileResponse:
             return FileResponse(index, media_type="text/html")
 
+    root = folder.resolve()
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or entry.name in ("api", "docs", "openapi.json", "vendor"):
             continue
-        if entry.is_dir():
+        if not entry.resolve().is_relative_to(root):
+            log.warning("not serving %s: it points outside the frontend folder", entry.name)
+            continue
+        if entry.is_dir():  # StaticFiles does not follow symlinks out of its folder (follow_symlink=False)
             app.mount(f"/{entry.name}", StaticFiles(directory=str(entry)), name=f"frontend-{entry.name}")
         elif entry.is_file():
             app.add_api_route(
@@ -98,6 +106,17 @@ def _file_endpoint(path: Path):  # type: ignore[no-untyped-def]
     return serve
 
 
+def warn_if_store_unreadable(reader: StoreReader, store_url: str) -> None:
+    """Log a warning at start-up when the store cannot be read (wrong schema, missing tables, no
+    server): the server still starts, and every store endpoint answers an error until it can."""
+    try:
+        reader.count_dictionaries()
+    except Exception as exc:  # noqa: BLE001 - any failure means the same to the operator
+        shown = parse_store_url(store_url)[1].render_as_string(hide_password=True)
+        log.warning("the store %s cannot be read (%s: %s); store endpoints will fail until it can",
+                    shown, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     """A FastAPI app serving the atlas at `settings.store_url` (read-only) and live inference."""
     reader = StoreReader.from_url(settings.store_url)
@@ -107,6 +126,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warn_if_store_unreadable(reader, settings.store_url)
         if settings.preload_engine:
 
             def preload() -> None:
@@ -141,6 +161,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(RequestBodyLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.fast_paths:
         app.add_middleware(FeaturePageFastPath, reader=reader, prefix=API_PREFIX)
+    app.add_middleware(RequestGuard, security=settings.security, prefix=API_PREFIX)
     for module in (meta, dictionaries, features, inference, interventions):
         app.include_router(module.router, prefix=API_PREFIX)
 

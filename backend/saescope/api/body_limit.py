@@ -3,19 +3,47 @@
 Owns `RequestBodyLimit`, the ASGI middleware in front of everything that reads a request body
 (only the lean path for stored pages, which answers bodiless GETs, runs before it). A request with
 a body (POST, PUT, PATCH) whose declared Content-Length exceeds `limits.max_body_bytes` gets a 413
-JSON error at once, without its body being read; a body sent without a length (chunked) is read up
-to the limit and refused as soon as it passes it, else handed on unchanged. Without it a client
-could make the server buffer gigabytes before the text-length check (422) ever ran.
+JSON error without its body being kept; a body sent without a length (chunked) is read up to the
+limit and refused as soon as it passes it, else handed on unchanged. Without it a client could make
+the server buffer gigabytes before the text-length check (422) ever ran.
+
+Before a refusal the rest of the body is read and discarded, up to `DRAIN_BYTES` more and for at
+most `DRAIN_SECONDS`: a client that sends its whole body before reading the answer (Python's
+urllib does) would otherwise get a connection reset instead of the 413, because closing a socket
+with unread data in it resets the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from saescope.api.asgi_body import BodyTooLarge, read_body, replay_body
 from saescope.api.errors import json_error
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+DRAIN_BYTES = 16 * 1024 * 1024
+DRAIN_SECONDS = 5.0
+
+
+async def drain_body(receive: Any, max_bytes: int = DRAIN_BYTES, max_seconds: float = DRAIN_SECONDS) -> None:
+    """Read and discard the rest of a request body: until its end, a disconnect, `max_bytes` or
+    `max_seconds`, whichever comes first."""
+
+    async def discard() -> None:
+        drained = 0
+        while drained <= max_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    try:
+        await asyncio.wait_for(discard(), max_seconds)
+    except asyncio.TimeoutError:
+        pass
 
 
 class RequestBodyLimit:
@@ -47,6 +75,7 @@ class RequestBodyLimit:
 
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, size: str) -> None:
         message = f"request body is {size}; this server accepts at most {self.max_bytes} bytes (limits.max_body_bytes)"
+        await drain_body(receive)
         await json_error(413, message, "body", {"Connection": "close"})(scope, receive, send)
 
 
