@@ -18,6 +18,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from saescope import __version__
 
@@ -48,7 +49,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     report = build_builtin_atlas(args.atlas, config, device=args.device)
     print(report.summary())
     if not args.no_serve:
-        _serve(args.atlas, None, args.host, args.port, args.device)
+        _serve(args.atlas, None, args.host, args.port, args.device, _security_from_args(args), **_model_work_from_args(args))
 
 
 def cmd_train_lm(args: argparse.Namespace) -> None:
@@ -126,7 +127,7 @@ def cmd_precompute(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    _serve(args.atlas, args.db, args.host, args.port, args.device)
+    _serve(args.atlas, args.db, args.host, args.port, args.device, _security_from_args(args), **_model_work_from_args(args))
 
 
 def cmd_import_sae(args: argparse.Namespace) -> None:
@@ -145,10 +146,13 @@ def cmd_export_sae(args: argparse.Namespace) -> None:
     print(f"exported {args.path} -> {out} (SAELens v6 format)")
 
 
-def _serve(atlas: Path, db: str | None, host: str, port: int, device: str) -> None:
-    import uvicorn
-
+def _serve(
+    atlas: Path, db: str | None, host: str, port: int, device: str, security: Any = None,
+    limits: dict[str, Any] | None = None, torch_threads: int | None = None,
+) -> None:
     from saescope.api.app import ApiSettings, create_app
+    from saescope.api.server import run_server
+    from saescope.api.settings import ApiLimits, ApiSecurity
     from saescope.atlas_layout import AtlasLayout
 
     layout = AtlasLayout(root=Path(atlas))
@@ -157,10 +161,14 @@ def _serve(atlas: Path, db: str | None, host: str, port: int, device: str) -> No
             f"no atlas at {atlas}: {layout.sqlite_path} does not exist. "
             "Build one with `saescope demo --atlas DIR --no-serve` or `saescope precompute`."
         )
-    settings = ApiSettings(store_url=layout.store_url(db), atlas_root=layout.root, device=device)
+    security = security or ApiSecurity()
+    settings = ApiSettings(
+        store_url=layout.store_url(db), atlas_root=layout.root, device=device, security=security,
+        limits=ApiLimits(**(limits or {})), torch_threads=torch_threads,
+    )
     app = create_app(settings)
     print(f"serving the saescope dashboard at http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    run_server(app, host, port, security.header_timeout_s, security.keep_alive_s)
 
 
 def raise_config(message: str) -> None:
@@ -179,6 +187,55 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    # model work: queues per class, per-client limits, time-out, torch threads (README, "Serving under load")
+    p.add_argument("--max-queue", dest="max_queue", type=int, default=16, metavar="N",
+                   help="short live requests (inference, ablation) waiting or running at once; more get 503 with "
+                   "Retry-After (default 16)")
+    p.add_argument("--max-steer-queue", dest="max_steer_queue", type=int, default=8, metavar="N",
+                   help="steering requests waiting or running at once, in their own queue (default 8)")
+    p.add_argument("--max-client-requests", dest="max_client_requests", type=int, default=12, metavar="N",
+                   help="live requests one client address may have at once; more get 429 (default 12)")
+    p.add_argument("--max-client-steers", dest="max_client_steers", type=int, default=2, metavar="N",
+                   help="steering requests one client address may have at once; more get 429 (default 2)")
+    p.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=30.0, metavar="SECONDS",
+                   help="a live request waiting and running longer gets 504 (default 30)")
+    p.add_argument("--torch-threads", dest="torch_threads", type=int, default=None, metavar="N",
+                   help="torch threads for model work (default: torch's choice, usually one per core)")
+    # security: API key, Host allow-list, connection time-outs (README, "Deploying on a shared server")
+    p.add_argument("--api-key", dest="api_key", default=None,
+                   help="key the live endpoints (inference, steer, ablate) require as `Authorization: Bearer KEY` "
+                   "or `X-API-Key: KEY` (default: $SAESCOPE_API_KEY; unset: open)")
+    p.add_argument("--protect-reads", dest="protect_reads", action="store_true",
+                   help="require the API key on every /api/v1 endpoint, not only the live ones")
+    p.add_argument("--allowed-host", dest="allowed_hosts", action="append", default=None, metavar="NAME",
+                   help="a Host name to answer besides localhost names and IP addresses (repeatable; `*.domain` "
+                   "for sub-domains, `*` for any); other names get 400 (DNS rebinding)")
+    p.add_argument("--header-timeout", dest="header_timeout_s", type=float, default=10.0, metavar="SECONDS",
+                   help="close a connection whose request headers take longer than this (default 10)")
+    p.add_argument("--keep-alive", dest="keep_alive_s", type=float, default=5.0, metavar="SECONDS",
+                   help="close an idle keep-alive connection after this (default 5)")
+
+
+def _model_work_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """`_serve`'s keyword arguments for the model-work serve options (ApiLimits fields, torch threads)."""
+    fields = ("max_queue", "max_steer_queue", "max_client_requests", "max_client_steers", "request_timeout_s")
+    return {"limits": {name: getattr(args, name) for name in fields}, "torch_threads": args.torch_threads}
+
+
+def _security_from_args(args: argparse.Namespace) -> Any:
+    """The ApiSecurity of the serve options (the API key from $SAESCOPE_API_KEY when not given)."""
+    import os
+
+    from saescope.api.request_guard import default_allowed_hosts
+    from saescope.api.settings import ApiSecurity
+
+    return ApiSecurity(
+        api_key=args.api_key or os.environ.get("SAESCOPE_API_KEY") or None,
+        protect_reads=args.protect_reads,
+        allowed_hosts=default_allowed_hosts(args.host, args.allowed_hosts),
+        header_timeout_s=args.header_timeout_s,
+        keep_alive_s=args.keep_alive_s,
+    )
 
 
 _Adder = Callable[[str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
