@@ -154,11 +154,15 @@ def test_generations_still_run_under_a_stream_of_inference():
 
     worker = ModelWorker(max_queue=64, timeout_s=30)
     order: list[str] = []
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        gate.wait(5)
 
     async def main() -> None:
-        first = asyncio.ensure_future(worker.run(gate.wait, 5))  # holds the model thread
-        while worker.pending == 0:
+        first = asyncio.ensure_future(worker.run(hold))  # holds the model thread
+        while not started.is_set():
             await asyncio.sleep(0.001)
         jobs = [worker.run(order.append, f"inference{i}") for i in range(3 * INFERENCE_BURST)]
         jobs.insert(1, worker.run(order.append, "steer", job_class="steer"))
@@ -223,3 +227,54 @@ def test_a_steering_request_past_its_time_out_stops_its_generation(random_sae_at
             _wait_idle(state)
         assert len(forwards) < 2 * 128  # it stopped early
         assert client.post(f"{API}/steer", json=_steer_body(2)).status_code == 200
+
+
+def _slowed(engine, seconds: float = 0.004):
+    """Every forward of the engine's model made slower (a hook point run first in each forward)."""
+    from saescope.engine.engine import temporary_hooks
+
+    return temporary_hooks(engine.model, [("hook_embed", lambda act, hook: time.sleep(seconds))])
+
+
+def test_inference_runs_between_two_tokens_of_a_running_generation_which_stays_the_same(random_sae_atlas):
+    app, client = _client(random_sae_atlas, max_client_steers=4)
+    with client:
+        state = app.state.saescope
+        body = {**_steer_body(100), "temperature": 0.9, "seed": 3}
+        alone = client.post(f"{API}/steer", json=body)  # also loads the engine
+        assert alone.status_code == 200
+        expected_inference = client.post(f"{API}/inference/feature", json=INFERENCE).json()
+        finished: list[tuple[str, object]] = []
+
+        def call(name: str, path: str, payload: dict) -> None:
+            res = client.post(f"{API}{path}", json=payload)
+            finished.append((name, res.json() if res.status_code == 200 else res.status_code))
+
+        with _slowed(state.holder.engine):  # 2 x 100 forwards: long enough to be caught running
+            steer_runs = state.worker.jobs_run["steer"]
+            steering = threading.Thread(target=call, args=("steer", "/steer", body))
+            steering.start()
+            while state.worker.jobs_run["steer"] == steer_runs:
+                time.sleep(0.002)
+            call("inference", "/inference/feature", INFERENCE)
+            steering.join(timeout=120)
+        assert [name for name, _ in finished] == ["inference", "steer"]  # did not wait for the generation
+        assert finished[0][1] == expected_inference  # the interventions were set aside for it
+        assert finished[1][1] == alone.json()  # and the generation is the same
+
+
+def test_hooks_set_aside_come_back_as_they_were(tiny_lm):
+    import torch
+
+    from saescope.api.routers.interventions import hooks_set_aside
+    from saescope.engine.engine import temporary_hooks
+
+    tokens = torch.tensor([[1, 5, 9, 4]])
+    clean = tiny_lm(tokens)
+    shift = [("blocks.0.hook_resid_post", lambda act, hook: act + 1.0)]
+    with temporary_hooks(tiny_lm, shift):
+        hooked = tiny_lm(tokens)
+        with hooks_set_aside(tiny_lm):
+            assert (tiny_lm(tokens) == clean).all()
+        assert (tiny_lm(tokens) == hooked).all()
+    assert (tiny_lm(tokens) == clean).all() and not (hooked == clean).all()

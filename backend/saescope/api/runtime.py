@@ -4,7 +4,8 @@ Owns `ModelWorker` (one thread does all model work; requests are admitted into o
 per class of work: `inference` for short jobs, `steer` for long generations, with a per-client
 bound on live requests, and are refused beyond them without queueing; the thread takes short jobs
 first but runs a waiting generation after `INFERENCE_BURST` short jobs in a row, so neither class
-starves the other; queued inference requests are micro-batched into one forward; each request
+starves the other; a running generation may hand the thread to waiting short jobs between two
+tokens (`run_waiting`); queued inference requests are micro-batched into one forward; each request
 waits at most the configured time-out, then 504, and its job is dropped if it has not started or
 told to stop (`raise_if_abandoned`) if it has), `EngineHolder` (loads the served model on first use,
 and each ready dictionary's weights the first time a request names it, from paths relative to the
@@ -27,7 +28,7 @@ from typing import Any, Literal, TypeVar
 
 from saescope.api.errors import QueueFullError, RequestTimeoutError
 from saescope.api.settings import ApiSettings
-from saescope.errors import ConfigError, NotFoundError
+from saescope.errors import NotFoundError
 from saescope.store.reader import StoreReader
 
 T = TypeVar("T")
@@ -291,6 +292,29 @@ class ModelWorker:
         if job is not None and job.abandoned:
             raise JobAbandoned("the request gave up waiting")
 
+    def has_waiting(self, job_class: JobClass) -> bool:
+        """Whether jobs of `job_class` are queued (a cheap look, no lock)."""
+        return bool(self._queues[job_class])
+
+    def run_waiting(self, job_class: JobClass = "inference", limit: int = INFERENCE_BURST) -> int:
+        """From inside the running job, between two of its steps (a generation between two tokens):
+        run up to `limit` queued jobs of `job_class` now, then return to it; the number run. The
+        caller makes the model ready for them first (its own hooks set aside)."""
+        outer = self._current
+        if outer is None or threading.current_thread() is not self._thread:
+            raise RuntimeError("run_waiting is for the model thread, inside a running job")
+        with self._lock:
+            queue = self._queues[job_class]
+            jobs = [queue.popleft() for _ in range(min(limit, len(queue)))]
+            self.jobs_run[job_class] += len(jobs)
+        for job in jobs:
+            self._current = job
+            try:
+                job.run()
+            finally:
+                self._current = outer
+        return len(jobs)
+
     def _enqueue(self, job_class: JobClass, job: _Job) -> None:
         with self._wake:
             self._queues[job_class].append(job)
@@ -468,9 +492,8 @@ class EngineHolder:
             version = str(info.get("created_at"))
             if not engine.has_dictionary(info["id"]) or self._versions.get(info["id"]) != version:
                 # first use, or the dictionary was re-published since it was loaded
-                folder = self.atlas_root / info["weights_path"]
-                if not folder.exists():
-                    raise ConfigError(f"weights of dictionary {info['id']!r} not found at {folder}")
-                engine.load_dictionary(info["id"], folder, info["hook_name"])
+                from saescope.api.weights_check import load_verified  # refuses weights changed since publish
+
+                load_verified(engine, self.reader, self.atlas_root, info)
                 self._versions[info["id"]] = version
         return engine

@@ -1,10 +1,20 @@
 """Steering and ablation endpoints: change features at their hook points and show the effect.
 
 Both are live endpoints (`LiveRoute`): ablation queues as short `inference` work, steering in the
-`steer` class of its own, so long generations never crowd short requests out of the model thread;
-a generation whose request has timed out stops at its next token."""
+`steer` class of its own, so long generations never crowd short requests out of the model thread.
+Between two generated tokens (at `hook_embed`, which every forward passes first) a generation
+stops if its request has timed out, and lets waiting short requests run first, with its own hooks
+(the interventions) set aside meanwhile (`hooks_set_aside`): a short request waits for one token
+step, not for a whole generation. The continuations do not change (each sampler has its own
+generator and cache).
+"""
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from fastapi import APIRouter
@@ -16,7 +26,24 @@ from saescope.engine.engine import FeatureIntervention, temporary_hooks
 from saescope.errors import InputError
 
 router = APIRouter(tags=["interventions"], route_class=LiveRoute)
-STOP_CHECK_HOOK = "hook_embed"  # runs once per forward, i.e. once per generated token
+TOKEN_BOUNDARY_HOOK = "hook_embed"  # runs first in every forward, i.e. once per generated token
+
+
+@contextmanager
+def hooks_set_aside(model: Any) -> Iterator[None]:
+    """Every forward hook on `model`'s hook points taken off while the block runs, then put back as
+    they were (same hooks, same order): other work can use the model between two steps of a
+    generation without its interventions. Hooks added inside the block must be removed inside it."""
+    saved = []
+    for point in model.hook_dict.values():
+        if point._forward_hooks or point.fwd_hooks:
+            saved.append((point, point._forward_hooks, point.fwd_hooks))
+            point._forward_hooks, point.fwd_hooks = OrderedDict(), []
+    try:
+        yield
+    finally:
+        for point, torch_hooks, lens_handles in saved:
+            point._forward_hooks, point.fwd_hooks = torch_hooks, lens_handles
 
 TOP_MOVED = 10
 
@@ -74,11 +101,15 @@ async def steer(state: State, ticket: Admission, request: schemas.SteerRequest) 
         engine = state.holder.engine_for(unique)
         prompt_ids = engine.tokenize(request.prompt, max_tokens=state.settings.limits.max_tokens, field="body.prompt")
 
-        def stop_if_abandoned(act: torch.Tensor, hook: object) -> None:
-            state.worker.raise_if_abandoned()
+        def at_token_boundary(act: torch.Tensor, hook: object) -> None:
+            worker = state.worker
+            worker.raise_if_abandoned()
+            if worker.has_waiting("inference"):
+                with hooks_set_aside(engine.model):
+                    worker.run_waiting("inference")
 
-        stop_check = [(STOP_CHECK_HOOK, stop_if_abandoned)] if STOP_CHECK_HOOK in engine.model.hook_dict else []
-        with temporary_hooks(engine.model, stop_check):
+        boundary = [(TOKEN_BOUNDARY_HOOK, at_token_boundary)] if TOKEN_BOUNDARY_HOOK in engine.model.hook_dict else []
+        with temporary_hooks(engine.model, boundary):
             default, steered = engine.generate(
                 prompt_ids,
                 request.n_tokens,
