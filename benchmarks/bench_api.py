@@ -228,7 +228,7 @@ from saescope.api.app import SETTINGS_ENV
 from saescope.api.settings import ApiSettings, ApiLimits
 root, port, threads, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 settings = ApiSettings(store_url=f"sqlite:///{root}/atlas.db", atlas_root=root, device="cpu",
-                       torch_threads=threads, preload_engine=True, limits=ApiLimits(max_queue=256, request_timeout_s=120))
+                       torch_threads=threads, preload_engine=True, limits=ApiLimits(max_queue=256, max_client_requests=256, request_timeout_s=120))
 os.environ[SETTINGS_ENV] = settings.model_dump_json()
 uvicorn.run("saescope.api.app:create_app_from_env", factory=True, workers=workers, host="127.0.0.1",
             port=port, log_level="warning", access_log=False)
