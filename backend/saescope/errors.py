@@ -38,3 +38,8 @@ class FormatError(SaescopeError):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during a resumable job. A KeyboardInterrupt (so it stops everything as Ctrl-C does)
     whose message says how far the job got and where its last checkpoint is."""
+
+
+class DictionaryUnavailable(SaescopeError):
+    """A published dictionary cannot be served live: its weights file changed since it was
+    published, is missing, or cannot be read. The API answers 409; re-publishing it fixes it."""

@@ -2,7 +2,8 @@
 
 Owns the exception handlers installed by `create_app`: request validation (422, naming the first
 offending field as a dotted path such as `body.text` or `query.limit`), malformed JSON and invalid
-UTF-8 bodies (400), saescope errors (InputError 422, NotFoundError 404, others 500 with the message),
+UTF-8 bodies (400), saescope errors (InputError 422, NotFoundError 404, DictionaryUnavailable 409,
+others 500 with the message, absolute server paths reduced to their file name),
 the model queue being full (503) or a request timing out (504), HTTP errors (their status), and a
 last-resort 500 that never leaks a traceback. It must not run queries or model work.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from saescope.errors import InputError, NotFoundError, SaescopeError
+from saescope.errors import DictionaryUnavailable, InputError, NotFoundError, SaescopeError
 
 log = logging.getLogger("saescope.api")
 
@@ -64,16 +66,30 @@ def validation_message(err: dict[str, Any]) -> tuple[int, str, str | None]:
     return 422, f"{field or 'request'}: {msg}", field
 
 
+# An absolute POSIX path of two or more parts (not an /api/ route), or a Windows drive path, not
+# inside a word or a URL.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:[A-Za-z]:\\|/(?!api/))(?:[^\s'\"`/\\:,;()]+[/\\])+([^\s'\"`/\\:,;()]*)")
+
+
+def without_server_paths(message: str) -> str:
+    """`message` with every absolute file-system path replaced by its last part (the file name)."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "", message)
+
+
 def known_error_response(exc: Exception, path: str) -> JSONResponse:
     """The JSON answer to a saescope error or a model queue / time-out error raised while serving
-    `path`; any other exception gets the last-resort 500."""
+    `path`; any other exception gets the last-resort 500. Saescope messages leave out absolute
+    server paths (the log keeps them)."""
     if isinstance(exc, InputError):
-        return json_error(422, str(exc), exc.field)
+        return json_error(422, without_server_paths(str(exc)), exc.field)
     if isinstance(exc, NotFoundError):
-        return json_error(404, str(exc), getattr(exc, "field", None))
+        return json_error(404, without_server_paths(str(exc)), getattr(exc, "field", None))
+    if isinstance(exc, DictionaryUnavailable):
+        log.error("dictionary refused on %s: %s", path, exc)
+        return json_error(409, without_server_paths(str(exc)), None)
     if isinstance(exc, SaescopeError):
         log.error("server-side saescope error on %s: %s", path, exc)
-        return json_error(500, str(exc), None)
+        return json_error(500, without_server_paths(str(exc)), None)
     if isinstance(exc, QueueFullError):
         return json_error(503, str(exc) or "the model is busy: retry in a moment", None, {"Retry-After": "1"})
     if isinstance(exc, RequestTimeoutError):

@@ -19,6 +19,11 @@ from torch import Tensor, nn
 
 DictionaryKind = Literal["sae", "neurons", "random", "pca", "ica"]
 
+# Largest widths accepted from a config: far above any published model or SAE, small enough that a
+# typo (d_sae 10**9) is refused before anything is allocated.
+MAX_D_IN = 1 << 17
+MAX_D_SAE = 1 << 24
+
 
 class DictionaryMetadata(BaseModel):
     """Where a dictionary's activations come from (SAELens v6 `metadata` block)."""

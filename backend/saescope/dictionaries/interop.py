@@ -23,6 +23,8 @@ from saescope.dictionaries.saelens_format import (
     CFG_FILE,
     SPARSITY_FILE,
     WEIGHTS_FILE,
+    check_config_shape,
+    check_finite,
     load_dictionary,
     read_sparsity,
     save_dictionary,
@@ -99,12 +101,16 @@ def load_sparsify(folder: Path, metadata: DictionaryMetadata | None = None) -> D
         b_enc = state["encoder.bias"].float()
         w_dec = state["W_dec"].float()
         b_dec = state["b_dec"].float()
-        k = int(cfg["k"])
-    except KeyError as exc:
+        k = cfg["k"]
+    except (KeyError, TypeError) as exc:
         raise FormatError(f"{folder}: sparsify folder lacks {exc}") from exc
+    if w_enc.ndim != 2:
+        raise FormatError(f"{folder}: sparsify encoder.weight must be [d_sae, d_in], got {tuple(w_enc.shape)}")
     d_sae, d_in = w_enc.shape
     if w_dec.shape != (d_sae, d_in) or b_enc.shape != (d_sae,) or b_dec.shape != (d_in,):
         raise FormatError(f"{folder}: sparsify tensor shapes disagree (encoder {tuple(w_enc.shape)}, W_dec {tuple(w_dec.shape)})")
+    check_config_shape({"architecture": "topk", "d_in": d_in, "d_sae": d_sae, "k": k}, cfg_path)
+    check_finite(state, folder / SPARSIFY_WEIGHTS_FILE)
     sae = TopKSAE(d_in, d_sae, k, metadata or DictionaryMetadata(), apply_b_dec_to_input=True)
     with torch.no_grad():
         sae.W_enc.copy_(w_enc.T)

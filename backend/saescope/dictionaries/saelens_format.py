@@ -5,8 +5,10 @@ pre-6.0 flat fields `hook_point`/`hook_name`, `hook_layer`, `activation_fn_str` 
 `activation_fn_kwargs {k}`, `finetuning_scaling_factor` folded into the decoder). Non-SAE
 dictionaries (baselines) are written in the same format with `architecture: standard` and their
 saescope kind recorded under `metadata.saescope_kind` (activation under
-`metadata.saescope_activation`) so they load back as themselves. Every malformed folder raises
-FormatError naming the path. Files are written atomically (temporary file, then rename). It does not
+`metadata.saescope_activation`) so they load back as themselves. `cfg.json` is validated by
+`ConfigShape` (whole-number widths within bounds, a usable k) and the weights' shapes are read from
+the safetensors header before any tensor is allocated; weights holding NaN or Inf are refused. Every
+malformed folder raises FormatError naming the path. Files are written atomically (temporary file, then rename). It does not
 train or evaluate.
 """
 
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from saescope.atomic_files import atomic_file, write_json
 from saescope.dictionaries.architectures import dictionary_class
-from saescope.dictionaries.base import Dictionary, metadata_from_cfg
+from saescope.dictionaries.base import MAX_D_IN, MAX_D_SAE, Dictionary, metadata_from_cfg
 from saescope.errors import FormatError
 
 CFG_FILE = "cfg.json"
@@ -31,6 +35,49 @@ SAELENS_FORMAT_VERSION = "6.0.0"  # written when a dictionary carries no sae_len
 BASELINE_KINDS = ("neurons", "random", "pca", "ica")
 # Run-time input normalisations that are the identity at inference in SAELens 6.
 _IDENTITY_NORMALIZATIONS = (None, False, "none", "expected_average_only_in")
+
+
+class ConfigShape(BaseModel):
+    """The fields of a (normalized) `cfg.json` that size a dictionary, checked before it is built."""
+
+    model_config = ConfigDict(extra="allow")
+
+    architecture: str = Field("standard", description="Architecture name from the registry.")
+    d_in: StrictInt = Field(ge=1, le=MAX_D_IN, description="Input width: the hook point's activation size.")
+    d_sae: StrictInt = Field(ge=1, le=MAX_D_SAE, description="Number of features.")
+    k: StrictInt | StrictFloat | None = Field(None, gt=0, description="Active features per token (top-k kinds).")
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> ConfigShape:
+        if self.k is not None:
+            if self.architecture == "topk" and not isinstance(self.k, int):
+                raise ValueError(f"k must be a whole number for a topk SAE, got {self.k!r}")
+            if self.k > self.d_sae:
+                raise ValueError(f"k {self.k} is larger than d_sae {self.d_sae}")
+        return self
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ())) or "config"
+    detail = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    ctx = err.get("ctx") or {}
+    bounds = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
+              "greater_than": ("more than", "gt")}
+    if err.get("type") == "int_type":
+        detail = "must be a whole number"
+    elif err.get("type") in bounds:
+        words, key = bounds[err["type"]]
+        detail = f"must be {words} {ctx.get(key)}"
+    return f"{field} {detail} (got {err.get('input')!r})" if "input" in err and field != "config" else detail
+
+
+def check_config_shape(cfg: dict[str, Any], path: Path | str) -> ConfigShape:
+    """The validated sizes of a normalized config; FormatError naming `path` and the field otherwise."""
+    try:
+        return ConfigShape.model_validate(cfg)
+    except ValidationError as exc:
+        raise FormatError(f"{path}: {_first_problem(exc)}") from None
 
 
 def dictionary_config(dictionary: Dictionary) -> dict[str, Any]:
@@ -122,7 +169,7 @@ def normalize_config(cfg: dict[str, Any], path: Path | str = "cfg.json") -> dict
             if "k" not in kwargs and "k" not in cfg:
                 raise FormatError(f"{path}: activation_fn_str is topk but activation_fn_kwargs has no k")
             architecture = "topk"
-            out["k"] = int(kwargs.get("k", cfg.get("k")))
+            out["k"] = kwargs.get("k", cfg.get("k"))
         elif act not in ("relu",) and architecture == "standard":
             raise FormatError(f"{path}: activation function {act!r} is not supported (relu or topk)")
         out["architecture"] = architecture
@@ -161,6 +208,29 @@ def _dictionary_for_config(cfg: dict[str, Any], path: Path) -> Dictionary:
         raise FormatError(f"{path}: invalid config for architecture {architecture!r}: {exc}") from exc
 
 
+def _check_weight_shapes(weights_path: Path, shape: ConfigShape) -> None:
+    """Compare the decoder/encoder shapes in the safetensors header with cfg.json, allocating nothing."""
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types
+        raise FormatError(f"{weights_path} is not a readable safetensors file: {exc}") from None
+    want = {"W_dec": (shape.d_sae, shape.d_in), "W_enc": (shape.d_in, shape.d_sae)}
+    for name, expected in want.items():
+        if name in shapes and shapes[name] != expected:
+            raise FormatError(
+                f"{weights_path}: weights do not match cfg.json: {name} has shape {list(shapes[name])}, "
+                f"but d_in {shape.d_in} and d_sae {shape.d_sae} need {list(expected)}"
+            )
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path | str) -> None:
+    """FormatError naming `path` and the tensor when any weight is NaN or infinite."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FormatError(f"{path}: weight {name} holds NaN or infinite values; re-export the dictionary")
+
+
 def _prepare_state(state: dict[str, torch.Tensor], cfg: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     """Float32 tensors; fold a pre-6.0 finetuning `scaling_factor` [d_sae] into W_dec."""
     state = {k: v.float() for k, v in state.items()}
@@ -176,14 +246,20 @@ def load_dictionary(folder: Path) -> Dictionary:
     """Load a SAELens folder (v6 or pre-6.0; standard, topk, jumprelu, batchtopk, or a saescope
     baseline) as a Dictionary in float32 on the CPU."""
     folder = Path(folder)
-    cfg = normalize_config(read_config(folder), folder / CFG_FILE)
+    try:
+        cfg = normalize_config(read_config(folder), folder / CFG_FILE)
+    except ValidationError as exc:
+        raise FormatError(f"{folder / CFG_FILE}: {_first_problem(exc)}") from None
+    shape = check_config_shape(cfg, folder / CFG_FILE)
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise FormatError(f"{weights_path} not found: a SAELens folder needs cfg.json and {WEIGHTS_FILE}")
+    _check_weight_shapes(weights_path, shape)
     try:
         state = load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own error types
         raise FormatError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
+    check_finite(state, weights_path)
     dictionary = _dictionary_for_config(cfg, folder)
     state = _prepare_state(state, cfg, weights_path)
     try:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from saescope.activations.batches import ChunkedBatches, IterableChunks
 from saescope.dictionaries.architectures import TRAINING_NAMES, training_spec
-from saescope.dictionaries.base import Dictionary, DictionaryMetadata
+from saescope.dictionaries.base import MAX_D_SAE, Dictionary, DictionaryMetadata
 from saescope.dictionaries.training_spec import DEFAULT_K, StepContext, StepStats, TrainingSpec
 from saescope.devices import resolve_device
 from saescope.errors import ConfigError, InputError
@@ -45,7 +45,7 @@ class SAETrainingConfig(BaseModel):
         default_factory=dict,
         description="Options of the architecture itself (its TrainingSpec.Options), e.g. aux_k for topk.",
     )
-    d_sae: int = Field(4096, ge=1, description="Number of latents (features).")
+    d_sae: int = Field(4096, ge=1, le=MAX_D_SAE, description="Number of latents (features).")
     k: int | None = Field(
         None, ge=1, description=f"Active latents per token for the k-sparse architectures (default {DEFAULT_K})."
     )

@@ -55,6 +55,7 @@ from saescope.pipeline.contexts import (
     model_context_length,
     shuffled_rows,
 )
+from saescope.pipeline.validation import check_fits_model
 
 TRAINING_FILE = "training.json"
 CONTEXTS_PER_BATCH = 32
@@ -242,6 +243,7 @@ def evaluate_sae_folder(model_location: str, folder: Path, n_contexts: int = 256
         raise ConfigError("--contexts must be positive")
     dictionary = load_dictionary(Path(folder))
     model = load_model(model_location, device)
+    check_fits_model(model, dictionary, str(folder))
     heldout = corpus_contexts(model, "heldout", n_contexts, 0)
     metrics = evaluate_dictionary(model, dictionary, heldout.tokens)
     save_metrics(metrics, Path(folder))

@@ -9,6 +9,7 @@ offline corpus.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from saescope import __version__
 from saescope.analysis.config import PrecomputeConfig
@@ -21,6 +22,7 @@ from saescope.lm.checkpoint import TOKENIZER_DIR, is_checkpoint_folder
 from saescope.pipeline.contexts import CORPUS_NAME, corpus_contexts
 from saescope.pipeline.dictionaries import load_model, pruned_indices
 from saescope.pipeline.publish import DictionaryEntry, ModelRecord, display_prefix, precompute_and_publish
+from saescope.pipeline.validation import check_fits_model
 
 BUILTIN_MODEL_ID = "builtin-stdlib-1l"
 PRECOMPUTE_CONTEXT_SEED = 2
@@ -55,12 +57,14 @@ def _model_record(model_location: str, layout: AtlasLayout) -> ModelRecord:
     return ModelRecord(id=model_id_for(model_location, layout), source=source, location=location, tokenizer=tokenizer)
 
 
-def folder_entry(folder: Path, layout: AtlasLayout, model_location: str) -> DictionaryEntry:
-    """The publish entry of one SAELens folder (ConfigError when its cfg.json names no hook point)."""
+def folder_entry(folder: Path, layout: AtlasLayout, model_location: str, model: Any) -> DictionaryEntry:
+    """The publish entry of one SAELens folder (ConfigError when its cfg.json names no hook point or
+    it does not fit `model`'s hook point)."""
     folder = Path(folder)
     dictionary = load_dictionary(folder)
     if dictionary.metadata.hook_name == "":
         raise ConfigError(f"{folder}/cfg.json names no hook point (metadata.hook_name)")
+    check_fits_model(model, dictionary, str(folder))
     metrics = load_metrics(folder).model_dump(mode="json") if (folder / METRICS_FILE).is_file() else {}
     return DictionaryEntry(
         id=folder.name,
@@ -86,9 +90,9 @@ def precompute_folders(
     if n_contexts < 1:
         raise ConfigError("--contexts must be positive")
     layout = AtlasLayout(root=Path(atlas))
-    layout.root.mkdir(parents=True, exist_ok=True)
     model = load_model(model_location, device)
-    entries = [folder_entry(folder, layout, model_location) for folder in sae_folders]
+    entries = [folder_entry(folder, layout, model_location, model) for folder in sae_folders]
+    layout.root.mkdir(parents=True, exist_ok=True)  # only once every dictionary fits the model
     report = precompute_and_publish(
         store_url=layout.store_url(store_url),
         model=model,

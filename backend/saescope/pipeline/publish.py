@@ -56,6 +56,7 @@ from saescope.store.publish import (
     ready_dictionaries,
     validate_dictionary_id,
 )
+from saescope.pipeline.validation import check_all_fit_model
 from saescope.store.reader import StoreReader
 
 __all__ = ["ContextsLike", "DictionaryEntry", "ModelRecord", "PublishReport", "StaleDictionary", "display_prefix",
@@ -170,6 +171,7 @@ def precompute_and_publish(
     records = ContextRecords(tokens, [str(d) for d in contexts.doc_ids], np.asarray(contexts.offsets, dtype=np.int64))
     for e in entries:
         validate_dictionary_id(e.id)
+    check_all_fit_model(model, [(e.id, e.dictionary) for e in entries])  # before the store is created
     db = create_database(store_url)
     try:
         init_schema(db)
