@@ -139,3 +139,21 @@ def test_train_sae_refuses_an_out_of_range_d_sae_and_writes_nothing(
                  "--tokens", "4096", "--device", "cpu", "--out", str(out)]) == 2
     _one_error_line(capsys, "train-sae", "d_sae")
     assert not out.exists()
+
+
+def test_publishing_an_in_memory_dictionary_with_nan_weights_creates_no_store(tiny_lm, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from saescope.errors import FormatError
+    from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
+
+    sae = StandardSAE(128, 16, DictionaryMetadata(hook_name=HOOK))
+    sae.reset_parameters(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.W_dec[3, 2] = float("nan")
+    db = tmp_path / "atlas.db"
+    with pytest.raises(FormatError, match="weight W_dec holds NaN or infinite values"):
+        precompute_and_publish(f"sqlite:///{db}", tiny_lm, ModelRecord(id="tiny", source="builtin", location="m",
+                               tokenizer="m"), [DictionaryEntry(id="nan", dictionary=sae, weights_path="")],
+                               SimpleNamespace(tokens=[[1, 2, 3, 4]], doc_ids=["d"], offsets=[0]))
+    assert not db.exists()
