@@ -5,7 +5,7 @@ streaming state): a nested structure of dicts, lists, tuples, numbers, strings, 
 arrays is split into its tensors (stored as safetensors) and a JSON skeleton (stored in the
 safetensors header's metadata) that refers to them by key. Reading parses the header and tensor
 bytes only, so a planted file can at worst be refused: nothing in it is ever executed. Writes go
-through `atomic_files.write_bytes`. It must not know what the state means; callers check the `kind` and
+through `atomic_files.atomic_file`. It must not know what the state means; callers check the `kind` and
 `version` they expect and turn a `StateFileError` into a message that says how to start over.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
+from safetensors.torch import save_file
 
-from saescope.atomic_files import write_bytes
+from saescope.atomic_files import atomic_file
 
 FORMAT = "saescope-state"
 _TENSOR, _ARRAY, _TUPLE, _ITEMS, _FLOAT = "$tensor", "$ndarray", "$tuple", "$items", "$float"
@@ -37,10 +37,14 @@ class _Encoder:
 
     def __init__(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
+        self._seen: list[torch.Tensor] = []
 
     def _store(self, t: torch.Tensor) -> str:
         key = f"t{len(self.tensors)}"
-        self.tensors[key] = t.detach().cpu().contiguous().clone()
+        t = t.detach().cpu().contiguous()
+        shared = any(t.untyped_storage().data_ptr() == o.untyped_storage().data_ptr() for o in self._seen)
+        self.tensors[key] = t.clone() if shared else t  # safetensors refuses tensors that share memory
+        self._seen.append(self.tensors[key])
         return key
 
     def encode(self, value: Any) -> Any:
@@ -101,7 +105,9 @@ def save_state_file(path: Path | str, state: dict[str, Any], kind: str, version:
     encoder = _Encoder()
     skeleton = encoder.encode(state)
     metadata = {"format": FORMAT, "kind": kind, "version": str(version), "state": json.dumps(skeleton)}
-    return write_bytes(path, save_tensors(encoder.tensors, metadata=metadata))
+    with atomic_file(path) as tmp:
+        save_file(encoder.tensors, str(tmp), metadata=metadata)
+    return path
 
 
 def _metadata(data: bytes) -> dict[str, str]:
