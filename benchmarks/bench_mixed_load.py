@@ -10,6 +10,7 @@ Each simulated client has a connection of its own from an address of its own (12
 distinct users would, so per-client limits see one user each. Phases of `--seconds` each, in one run:
 - `inference alone`: `--inference-clients` clients posting /inference/activations on texts of
   `--text-tokens` tokens, back to back.
+- `steer alone`: one client steering at the limit (below), back to back: one generation's length.
 - `mixed`: the same inference clients, plus `--steer-clients` clients steering at the limit
   (`--prompt-tokens` prompt, 8 interventions, `--n-tokens` new tokens) and `--page-clients` clients
   loading feature pages (GET .../page, gzip), all at once.
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         run(run_phase(port, min(2.0, args.seconds), {"warm-up": (1, inference, True), "warm-up steer": (1, steer, True)}))
         phases = {
             "inference alone": {"inference": (args.inference_clients, inference, True)},
+            "steer alone": {"steer": (1, steer, True)},
             "mixed": {
                 "inference": (args.inference_clients, inference, True),
                 "steer": (args.steer_clients, steer, True),
@@ -237,8 +239,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     alone = results["inference alone"]["inference"]
     mixed = results["mixed"]["inference"]
     over = results["overload"]["inference"]
-    print(f"\ninference p99 under mixed load / alone: {mixed['p99_ms'] / alone['p99_ms']:.2f}x; "
-          f"steer p50 {results['mixed']['steer']['p50_ms']:.0f} ms")
+    steer_alone, steer_mixed = results["steer alone"]["steer"], results["mixed"]["steer"]
+    print(f"\ninference under mixed load / alone: p50 {mixed['p50_ms'] / alone['p50_ms']:.2f}x, p99 "
+          f"{mixed['p99_ms'] / alone['p99_ms']:.2f}x; p99 under mixed load / one generation alone (p50): "
+          f"{mixed['p99_ms'] / steer_alone['p50_ms']:.3f}; steering p50 {steer_mixed['p50_ms']:.0f} ms with "
+          f"{args.steer_clients} clients, {steer_alone['p50_ms']:.0f} ms alone")
     print(f"overload ({args.overload_clients} clients retrying at once): {over['served_per_s']:.1f} served/s against "
           f"{alone['served_per_s']:.1f} alone ({over['served_per_s'] / max(alone['served_per_s'], 1e-9):.2f}x), "
           f"{over['refused']} refusals")

@@ -278,3 +278,38 @@ def test_hooks_set_aside_come_back_as_they_were(tiny_lm):
             assert (tiny_lm(tokens) == clean).all()
         assert (tiny_lm(tokens) == hooked).all()
     assert (tiny_lm(tokens) == clean).all() and not (hooked == clean).all()
+
+
+def test_a_generation_lends_the_thread_about_as_long_as_it_keeps_it():
+    """Short jobs always waiting: the generation still gets about half of the model thread."""
+    from saescope.api.runtime import ModelWorker
+
+    worker = ModelWorker(max_queue=8, timeout_s=30)
+    own: list[float] = []  # the generation's own steps
+    lent: list[float] = []  # the turns it lent the thread
+    done = threading.Event()
+
+    def generation() -> None:
+        for _ in range(40):
+            t0 = time.perf_counter()
+            time.sleep(0.004)
+            own.append(time.perf_counter() - t0)
+            if worker.should_lend("inference"):
+                t0 = time.perf_counter()
+                worker.run_waiting("inference")
+                lent.append(time.perf_counter() - t0)
+        done.set()
+
+    async def short_jobs() -> None:
+        while not done.is_set():
+            await worker.run(time.sleep, 0.01)
+
+    async def main() -> None:
+        await asyncio.gather(worker.run(generation, job_class="steer"), short_jobs(), short_jobs())
+
+    try:
+        asyncio.run(main())
+    finally:
+        worker.shutdown()
+    assert len(lent) >= 2  # it lent the thread more than once
+    assert sum(lent) <= sum(own) + max(lent) + 0.05  # but not more than it kept, plus one turn

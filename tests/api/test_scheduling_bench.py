@@ -20,7 +20,7 @@ def test_the_mixed_load_benchmark_runs_every_phase_on_a_tiny_atlas(random_sae_at
         "--inference-clients", "2", "--steer-clients", "2", "--page-clients", "2", "--overload-clients", "4",
         "--text-tokens", "12", "--prompt-tokens", "10", "--n-tokens", "8", "--json-out", str(tmp_path / "out.json"),
     ])
-    assert set(results) == {"inference alone", "mixed", "overload"}
+    assert set(results) == {"inference alone", "steer alone", "mixed", "overload"}
     assert set(results["mixed"]) == {"inference", "steer", "page"}
     for per in results.values():
         for row in per.values():

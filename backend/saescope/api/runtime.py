@@ -4,8 +4,8 @@ Owns `ModelWorker` (one thread does all model work; requests are admitted into o
 per class of work: `inference` for short jobs, `steer` for long generations, with a per-client
 bound on live requests, and are refused beyond them without queueing; the thread takes short jobs
 first but runs a waiting generation after `INFERENCE_BURST` short jobs in a row, so neither class
-starves the other; a running generation may hand the thread to waiting short jobs between two
-tokens (`run_waiting`); queued inference requests are micro-batched into one forward; each request
+starves the other; a running generation lends the thread to waiting short jobs between two
+tokens (`should_lend`, `run_waiting`), for about as long as it runs in between; queued inference requests are micro-batched into one forward; each request
 waits at most the configured time-out, then 504, and its job is dropped if it has not started or
 told to stop (`raise_if_abandoned`) if it has), `EngineHolder` (loads the served model on first use,
 and each ready dictionary's weights the first time a request names it, from paths relative to the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
@@ -133,6 +134,8 @@ class ModelWorker:
         self._epoch = 0  # bumped by shutdown: the thread of an older epoch stops
         self._current: _Job | None = None
         self._burst = 0  # inference jobs run in a row while a generation waited
+        self._lent_s = 0.0  # seconds the running job last lent the thread to waiting jobs (run_waiting)
+        self._resumed_at = 0.0  # when it got the thread back
         self.batches_run = 0  # micro-batches executed (diagnostics)
         self.batched_items_run = 0  # requests they served
         self.jobs_run: dict[JobClass, int] = dict.fromkeys(JOB_CLASSES, 0)
@@ -296,6 +299,13 @@ class ModelWorker:
         """Whether jobs of `job_class` are queued (a cheap look, no lock)."""
         return bool(self._queues[job_class])
 
+    def should_lend(self, job_class: JobClass = "inference") -> bool:
+        """For the running job, between two of its steps: whether to lend the thread to waiting jobs
+        of `job_class` now (`run_waiting`). Yes when some wait and the running job has had the thread
+        back for at least as long as it last lent it, so a long job and the short jobs share the
+        thread about equally while both have work (a generation is slowed at most about 2x)."""
+        return bool(self._queues[job_class]) and time.perf_counter() - self._resumed_at >= self._lent_s
+
     def run_waiting(self, job_class: JobClass = "inference", limit: int = INFERENCE_BURST) -> int:
         """From inside the running job, between two of its steps (a generation between two tokens):
         run up to `limit` queued jobs of `job_class` now, then return to it; the number run. The
@@ -307,12 +317,15 @@ class ModelWorker:
             queue = self._queues[job_class]
             jobs = [queue.popleft() for _ in range(min(limit, len(queue)))]
             self.jobs_run[job_class] += len(jobs)
+        started = time.perf_counter()
         for job in jobs:
             self._current = job
             try:
                 job.run()
             finally:
                 self._current = outer
+        self._resumed_at = time.perf_counter()
+        self._lent_s = self._resumed_at - started
         return len(jobs)
 
     def _enqueue(self, job_class: JobClass, job: _Job) -> None:
@@ -356,6 +369,7 @@ class ModelWorker:
                 if job is None:
                     return
                 self._current = job
+                self._lent_s, self._resumed_at = 0.0, time.perf_counter()
             try:
                 job.run()
             finally:

@@ -4,8 +4,9 @@
 A live request is admitted before its body is read: `LiveRoute` takes a slot of the endpoint's class
 of work (`inference` here) from the ModelWorker, for the request's client address, and answers a
 refusal with a small pre-rendered 503 (class queue full) or 429 (client limit), each with
-`Retry-After`: no exception, no logging, no parsing, so a crowd of retrying clients costs the model
-thread next to nothing. Dictionary ids are resolved against the store next (404 for unknown or
+`Retry-After`, sent after a short pause (`REFUSAL_DELAY_S`, an idle timer): no exception, no
+logging, no parsing, and a client that retries at once retries at most about ten times a second,
+so a crowd of retrying clients costs the model thread next to nothing. Dictionary ids are resolved against the store next (404 for unknown or
 not-ready ones; indexed point lookups, run on the event loop: cheaper than a thread hop) and text
 length is checked; model work, and building the response models, runs on the model thread.
 FastAPI serialises the response models.
@@ -13,6 +14,7 @@ FastAPI serialises the response models.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -28,6 +30,7 @@ from saescope.errors import InputError, NotFoundError
 F = TypeVar("F", bound=Callable[..., Any])
 TICKET_KEY = "saescope.ticket"  # where LiveRoute leaves the admitted request's slot in the ASGI scope
 RETRY_AFTER_S = 1
+REFUSAL_DELAY_S = 0.1  # a refusal is sent this late: a client retrying at once cannot loop faster
 
 
 def job_class(name: JobClass) -> Callable[[F], F]:
@@ -67,6 +70,7 @@ class LiveRoute(APIRoute):
         got = state.worker.admit(getattr(self.endpoint, "job_class", "inference"), client[0] if client else None)
         if isinstance(got, Refusal):
             status, headers, body = self._refusal(state, got)
+            await asyncio.sleep(REFUSAL_DELAY_S)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return

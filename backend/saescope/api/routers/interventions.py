@@ -4,8 +4,9 @@ Both are live endpoints (`LiveRoute`): ablation queues as short `inference` work
 `steer` class of its own, so long generations never crowd short requests out of the model thread.
 Between two generated tokens (at `hook_embed`, which every forward passes first) a generation
 stops if its request has timed out, and lets waiting short requests run first, with its own hooks
-(the interventions) set aside meanwhile (`hooks_set_aside`): a short request waits for one token
-step, not for a whole generation. The continuations do not change (each sampler has its own
+(the interventions) set aside meanwhile (`hooks_set_aside`), for about as long as it runs itself
+between two such turns (ModelWorker.should_lend): a short request waits a few token steps, not for
+a whole generation, and the generation keeps about half of the model's time. The continuations do not change (each sampler has its own
 generator and cache).
 """
 
@@ -104,7 +105,7 @@ async def steer(state: State, ticket: Admission, request: schemas.SteerRequest) 
         def at_token_boundary(act: torch.Tensor, hook: object) -> None:
             worker = state.worker
             worker.raise_if_abandoned()
-            if worker.has_waiting("inference"):
+            if worker.should_lend("inference"):
                 with hooks_set_aside(engine.model):
                     worker.run_waiting("inference")
 
