@@ -36,15 +36,16 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_api import DICT_ID, SHAPES, Request, _exchange, build_atlas, free_port, run  # noqa: E402
+from bench_api import DICT_ID, SHAPES, Request, _exchange, build_atlas, free_port, run
 
 LAUNCHER = """
 import sys, uvicorn

@@ -65,7 +65,7 @@ class Ticket:
     """One admitted request's slot in its class's queue (and its client's share). Freed when every
     holder has released it: the HTTP route that admitted it, and the job while it may still run."""
 
-    __slots__ = ("job_class", "client", "_holds", "_worker")
+    __slots__ = ("_holds", "_worker", "client", "job_class")
 
     def __init__(self, worker: ModelWorker, job_class: JobClass, client: str | None) -> None:
         self._worker = worker
@@ -268,14 +268,14 @@ class ModelWorker:
         if start:
             try:
                 self._enqueue("inference", _Job(lambda: self._run_batch(key, batch, batch_fn), batch=batch))
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the thread could not start: fail this request
                 future.set_exception(exc)
         return await self._wait(future, None, self.timeout_s)  # a batch serves others: never abandoned
 
     async def _wait(self, future: Future[T], job: _Job | None, timeout: float | None) -> T:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._give_up(future, job)
             raise RequestTimeoutError(
                 f"the model request did not finish within {self.timeout_s:g} s: shorten the text or retry"

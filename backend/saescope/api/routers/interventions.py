@@ -22,7 +22,14 @@ from fastapi import APIRouter
 
 from saescope.api import schemas
 from saescope.api.deps import AppState, State
-from saescope.api.routers.inference import _ERRORS, Admission, LiveRoute, check_text, job_class, resolve_feature
+from saescope.api.routers.inference import (
+    _ERRORS,
+    Admission,
+    LiveRoute,
+    check_text,
+    job_class,
+    resolve_feature,
+)
 from saescope.engine.engine import FeatureIntervention, temporary_hooks
 from saescope.errors import InputError
 
