@@ -2,8 +2,9 @@
 
 Owns `load_lm`: a saescope checkpoint folder (config.json + model.safetensors + tokenizer/), a local
 Hugging Face model folder (config.json with a `model_type`, loaded through
-`AutoModelForCausalLM.from_pretrained` and converted by transformer_lens), or a transformer_lens
-pretrained model name fetched from the Hugging Face hub. Also `lm_info(model)`, the model facts and
+`AutoModelForCausalLM.from_pretrained` and converted by transformer_lens), a GGUF file (dequantised
+by transformers' GGUF loader, then converted the same way), or a transformer_lens pretrained model
+name fetched from the Hugging Face hub. Also `lm_info(model)`, the model facts and
 vocabulary strings the store records. The returned model always has its tokenizer attached, so
 `model.to_str_tokens` works.
 """
@@ -51,14 +52,50 @@ def load_checkpoint_lm(folder: str | Path, device: str | torch.device = "cpu") -
     return model
 
 
+def _hf_config_fixes(cfg: Any, hf_config: Any) -> None:
+    """Settings transformer_lens's conversion drops for some architectures: the rotary base
+    (`rope_theta`, e.g. 100000 in SmolLM2, where transformer_lens assumes 10000)."""
+    rope_theta = getattr(hf_config, "rope_theta", None)
+    if rope_theta and getattr(cfg, "positional_embedding_type", "") == "rotary":
+        cfg.rotary_base = int(rope_theta) if float(rope_theta).is_integer() else float(rope_theta)
+
+
+def _hooked_from_hf(hf_model: Any, tokenizer: Any, device: torch.device) -> Any:
+    """A HookedTransformer with the weights of the transformers model `hf_model`, processed as
+    `HookedTransformer.from_pretrained` does (fold LayerNorm, centre writing weights and unembedding).
+
+    transformer_lens reads the config from a folder, and guesses the architecture from words in the
+    folder's path ("llama", "gemma") before reading it; the config is therefore written to a fresh
+    temporary folder whose name says nothing about the model."""
+    import tempfile
+
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as tl_loading
+
+    if not getattr(hf_model.config, "architectures", None):  # e.g. models read from GGUF
+        hf_model.config.architectures = [type(hf_model).__name__]
+    with tempfile.TemporaryDirectory(prefix="saescope-") as config_dir:
+        hf_model.config.save_pretrained(config_dir)
+        cfg = tl_loading.get_pretrained_model_config(
+            config_dir, hf_cfg=hf_model.config.to_dict(), fold_ln=True, device=str(device)
+        )
+        _hf_config_fixes(cfg, hf_model.config)
+        state_dict = tl_loading.get_pretrained_state_dict(config_dir, cfg, hf_model)
+    with torch.random.fork_rng(devices=[]):
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(
+        state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True,
+    )
+    model.move_model_modules_to_device()
+    model.eval()
+    return model
+
+
 def load_hf_folder_lm(folder: str | Path, device: str | torch.device = "cpu") -> Any:
     """Load a local Hugging Face causal-LM folder (config.json, weights, tokenizer) via transformer_lens.
 
-    Mirrors `HookedTransformer.from_pretrained` (same weight processing: fold LayerNorm, centre
-    writing weights and unembedding), which itself only accepts official model names.
+    Mirrors `HookedTransformer.from_pretrained`, which itself only accepts official model names.
     """
-    from transformer_lens import HookedTransformer
-    from transformer_lens import loading_from_pretrained as tl_loading
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(folder).resolve()
@@ -69,24 +106,38 @@ def load_hf_folder_lm(folder: str | Path, device: str | torch.device = "cpu") ->
         raise FormatError(f"the model folder {path} has no loadable tokenizer: {exc}") from exc
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
-        cfg = tl_loading.get_pretrained_model_config(
-            str(path), hf_cfg=hf_model.config.to_dict(), fold_ln=True, device=str(dev)
-        )
-        state_dict = tl_loading.get_pretrained_state_dict(str(path), cfg, hf_model)
-        with torch.random.fork_rng(devices=[]):
-            model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-        model.load_and_process_state_dict(
-            state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True,
-            fold_value_biases=True,
-        )
+        return _hooked_from_hf(hf_model, tokenizer, dev)
     except Exception as exc:
         raise FormatError(
             f"could not load the Hugging Face model folder {path} through transformer_lens "
             f"(its architecture must be one transformer_lens supports): {type(exc).__name__}: {exc}"
         ) from exc
-    model.move_model_modules_to_device()
-    model.eval()
-    return model
+
+
+def load_gguf_lm(path: str | Path, device: str | torch.device = "cpu") -> Any:
+    """Load a GGUF model file: dequantised to float32 by transformers' GGUF loader (needs the `gguf`
+    package), then converted by transformer_lens like a Hugging Face folder. The tokenizer is the one
+    transformers builds from the GGUF vocabulary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    file = Path(path).resolve()
+    dev = resolve_device(str(device) if device is not None else "auto")
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader needs it)
+    except ImportError:
+        raise ConfigError("loading a GGUF file needs the gguf package: pip install gguf") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
+    except Exception as exc:
+        raise FormatError(f"{file} could not be read as a GGUF model: {type(exc).__name__}: {exc}") from exc
+    try:
+        return _hooked_from_hf(hf_model, tokenizer, dev)
+    except Exception as exc:
+        raise FormatError(
+            f"could not convert the GGUF model {file} through transformer_lens (its architecture, "
+            f"{type(hf_model).__name__}, must be one transformer_lens supports): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def load_pretrained_lm(name: str, device: str | torch.device = "cpu") -> Any:
@@ -116,8 +167,8 @@ def load_pretrained_lm(name: str, device: str | torch.device = "cpu") -> Any:
 def load_lm(location: str | Path, device: str | torch.device = "cpu") -> Any:
     """Load a model as a HookedTransformer (tokenizer attached, eval mode) on `device`.
 
-    `location` is a saescope checkpoint folder, a local Hugging Face model folder, or a
-    transformer_lens pretrained model name. Raises NotFoundError for a missing folder or unknown
+    `location` is a saescope checkpoint folder, a local Hugging Face model folder, a .gguf file, or
+    a transformer_lens pretrained model name. Raises NotFoundError for a missing folder or unknown
     name (or an unreachable hub), FormatError for a folder that is not a model checkpoint.
     """
     loc = str(location)
@@ -137,10 +188,14 @@ def load_lm(location: str | Path, device: str | torch.device = "cpu") -> Any:
                 return load_hf_folder_lm(path, device)
         raise FormatError(
             f"{path} is not a model checkpoint: expected config.json and model.safetensors "
-            "(a saescope checkpoint) or a Hugging Face model folder"
+            "(a saescope checkpoint), a Hugging Face model folder, or pass a .gguf file"
         )
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return load_gguf_lm(path, device)
     if path.exists():
-        raise FormatError(f"{path} is a file; pass the checkpoint folder that holds config.json")
+        raise FormatError(
+            f"{path} is a file but not a .gguf model; pass a GGUF file or the checkpoint folder that holds config.json"
+        )
     if isinstance(location, Path) or _looks_like_path(loc):
         raise NotFoundError(f"model folder {path} does not exist; build the model first or fix the path")
     return load_pretrained_lm(loc, device)
