@@ -261,20 +261,39 @@ def test_inference_runs_between_two_tokens_of_a_running_generation_which_stays_t
         assert finished[1][1] == alone.json()  # and the generation is the same
 
 
-def test_hooks_set_aside_come_back_as_they_were(tiny_lm):
+def test_between_tokens_runs_with_no_intervention_on_the_model(tiny_lm):
+    """Work lent the model between two generated tokens sees the clean model, and the generation
+    is the same as without the callback."""
     import torch
-    from saescope.api.routers.interventions import hooks_set_aside
     from saescope.engine.engine import temporary_hooks
 
     tokens = torch.tensor([[1, 5, 9, 4]])
     clean = tiny_lm(tokens)
+    seen: list[bool] = []
     shift = [("blocks.0.hook_resid_post", lambda act, hook: act + 1.0)]
     with temporary_hooks(tiny_lm, shift):
         hooked = tiny_lm(tokens)
-        with hooks_set_aside(tiny_lm):
-            assert (tiny_lm(tokens) == clean).all()
-        assert (tiny_lm(tokens) == hooked).all()
-    assert (tiny_lm(tokens) == clean).all() and not (hooked == clean).all()
+    assert not (hooked == clean).all()
+    for point in tiny_lm.hook_dict.values():
+        assert not point.fwd_hooks
+    calls = []
+
+    def between() -> None:
+        calls.append(1)
+        seen.append(bool((tiny_lm(tokens) == clean).all()))
+        assert all(not p.fwd_hooks for p in tiny_lm.hook_dict.values())
+
+    # the engine's sampler takes its hooks off before the callback and puts them back after it
+    from saescope.engine import engine as engine_module
+
+    sampler = engine_module.Engine._sample
+    fake = type("E", (), {"model": tiny_lm, "device": torch.device("cpu"), "n_ctx": tiny_lm.cfg.n_ctx})()
+    window = engine_module._Window()
+    with torch.inference_mode():
+        out = sampler(fake, tokens[:, :2], 4, 0.0, 0, shift, window, between)
+        plain = sampler(fake, tokens[:, :2], 4, 0.0, 0, shift, window)
+    assert len(calls) == 3 and all(seen)
+    assert out.token_ids == plain.token_ids
 
 
 def test_a_generation_lends_the_thread_about_as_long_as_it_keeps_it():

@@ -390,6 +390,7 @@ class Engine:
         temperature: float,
         seed: int,
         interventions: Sequence[FeatureIntervention] = (),
+        between_tokens: Callable[[], None] | None = None,
     ) -> tuple[GeneratedSequence, GeneratedSequence]:
         """Default and steered continuations of `prompt_ids`.
 
@@ -399,7 +400,8 @@ class Engine:
         every time; temperature 0 is greedy. Keys and values of past positions are cached while the
         sequence fits the model context; beyond it the model reads BOS plus the most recent n_ctx - 1
         tokens, recomputed each step. Log-probabilities are those of the unscaled (temperature 1)
-        distribution.
+        distribution. `between_tokens()` runs before every token but the first, with no
+        intervention on the model: other work (or a time-out check) can use it there.
         """
         if n_tokens < 1:
             raise InputError("n_tokens must be at least 1", field="n_tokens")
@@ -407,8 +409,8 @@ class Engine:
             window = _Window()
             steering = self._intervention_hooks(interventions, window)
             prompt = self._as_batch(prompt_ids)[:1]
-            default = self._sample(prompt, n_tokens, temperature, seed, [], window)
-            steered = self._sample(prompt, n_tokens, temperature, seed, steering, window)
+            default = self._sample(prompt, n_tokens, temperature, seed, [], window, between_tokens)
+            steered = self._sample(prompt, n_tokens, temperature, seed, steering, window, between_tokens)
             return default, steered
 
     def _sample(
@@ -419,8 +421,10 @@ class Engine:
         seed: int,
         hooks: list[tuple[str, Any]],
         window: _Window,
+        between_tokens: Callable[[], None] | None = None,
     ) -> GeneratedSequence:
-        """Sample `n_tokens` after `prompt` [1, pos] with `hooks` active (KV-cached while it fits)."""
+        """Sample `n_tokens` after `prompt` [1, pos] with `hooks` active during each token's forward
+        (KV-cached while it fits); `between_tokens()` runs between two tokens, hooks off."""
         from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
 
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -428,8 +432,10 @@ class Engine:
         sequence = prompt
         cache = HookedTransformerKeyValueCache.init_cache(self.model.cfg, self.device, 1)
         cached = 0  # positions whose keys and values are in `cache`
-        with temporary_hooks(self.model, hooks):
-            for _ in range(n_tokens):
+        for step in range(n_tokens):
+            if step and between_tokens is not None:
+                between_tokens()
+            with temporary_hooks(self.model, hooks):
                 if sequence.shape[1] <= self.n_ctx:
                     window.start = cached
                     new = sequence[:, cached:]
@@ -439,16 +445,16 @@ class Engine:
                     window.start = 0
                     recent = torch.cat([sequence[:, :1], sequence[:, -(self.n_ctx - 1) :]], dim=1)
                     logits = self.model(recent)
-                last = logits[0, -1, :].float().cpu()  # [d_vocab]
-                if temperature <= 0:
-                    token = int(torch.argmax(last))
-                else:
-                    probs = torch.softmax(last / float(temperature), dim=-1)
-                    token = int(torch.multinomial(probs, 1, generator=generator))
-                output.token_ids.append(token)
-                output.logprobs.append(float(torch.log_softmax(last, dim=-1)[token]))
-                nxt = torch.tensor([[token]], dtype=torch.long, device=sequence.device)
-                sequence = torch.cat([sequence, nxt], dim=1)
+            last = logits[0, -1, :].float().cpu()  # [d_vocab]
+            if temperature <= 0:
+                token = int(torch.argmax(last))
+            else:
+                probs = torch.softmax(last / float(temperature), dim=-1)
+                token = int(torch.multinomial(probs, 1, generator=generator))
+            output.token_ids.append(token)
+            output.logprobs.append(float(torch.log_softmax(last, dim=-1)[token]))
+            nxt = torch.tensor([[token]], dtype=torch.long, device=sequence.device)
+            sequence = torch.cat([sequence, nxt], dim=1)
         return output
 
     def ablate(self, token_ids: Sequence[int], dictionary_id: str, index: int) -> AblationResult:

@@ -2,20 +2,15 @@
 
 Both are live endpoints (`LiveRoute`): ablation queues as short `inference` work, steering in the
 `steer` class of its own, so long generations never crowd short requests out of the model thread.
-Between two generated tokens (at `hook_embed`, which every forward passes first) a generation
-stops if its request has timed out, and lets waiting short requests run first, with its own hooks
-(the interventions) set aside meanwhile (`hooks_set_aside`), for about as long as it runs itself
-between two such turns (ModelWorker.should_lend): a short request waits a few token steps, not for
-a whole generation, and the generation keeps about half of the model's time. The continuations do not change (each sampler has its own
-generator and cache).
+Between two generated tokens (`Engine.generate`'s `between_tokens`, where the model carries no
+intervention) a generation stops if its request has timed out, and lets waiting short requests
+run first, for about as long as it runs itself between two such turns (ModelWorker.should_lend): a
+short request waits a few token steps, not for a whole generation, and the generation keeps about
+half of the model's time. The continuations do not change (each sampler has its own generator and
+cache).
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import torch
 from fastapi import APIRouter
@@ -30,28 +25,11 @@ from saescope.api.routers.inference import (
     job_class,
     resolve_feature,
 )
-from saescope.engine.engine import FeatureIntervention, temporary_hooks
+from saescope.engine.engine import FeatureIntervention
 from saescope.errors import InputError
 
 router = APIRouter(tags=["interventions"], route_class=LiveRoute)
-TOKEN_BOUNDARY_HOOK = "hook_embed"  # runs first in every forward, i.e. once per generated token
 
-
-@contextmanager
-def hooks_set_aside(model: Any) -> Iterator[None]:
-    """Every forward hook on `model`'s hook points taken off while the block runs, then put back as
-    they were (same hooks, same order): other work can use the model between two steps of a
-    generation without its interventions. Hooks added inside the block must be removed inside it."""
-    saved = []
-    for point in model.hook_dict.values():
-        if point._forward_hooks or point.fwd_hooks:
-            saved.append((point, point._forward_hooks, point.fwd_hooks))
-            point._forward_hooks, point.fwd_hooks = OrderedDict(), []
-    try:
-        yield
-    finally:
-        for point, torch_hooks, lens_handles in saved:
-            point._forward_hooks, point.fwd_hooks = torch_hooks, lens_handles
 
 TOP_MOVED = 10
 
@@ -109,22 +87,20 @@ async def steer(state: State, ticket: Admission, request: schemas.SteerRequest) 
         engine = state.holder.engine_for(unique)
         prompt_ids = engine.tokenize(request.prompt, max_tokens=state.settings.limits.max_tokens, field="body.prompt")
 
-        def at_token_boundary(act: torch.Tensor, hook: object) -> None:
+        def between_tokens() -> None:
             worker = state.worker
             worker.raise_if_abandoned()
             if worker.should_lend("inference"):
-                with hooks_set_aside(engine.model):
-                    worker.run_waiting("inference")
+                worker.run_waiting("inference")
 
-        boundary = [(TOKEN_BOUNDARY_HOOK, at_token_boundary)] if TOKEN_BOUNDARY_HOOK in engine.model.hook_dict else []
-        with temporary_hooks(engine.model, boundary):
-            default, steered = engine.generate(
-                prompt_ids,
-                request.n_tokens,
-                request.temperature,
-                request.seed,
-                [FeatureIntervention(iv.dictionary, iv.index, iv.mode, iv.strength) for iv in request.interventions],
-            )
+        default, steered = engine.generate(
+            prompt_ids,
+            request.n_tokens,
+            request.temperature,
+            request.seed,
+            [FeatureIntervention(iv.dictionary, iv.index, iv.mode, iv.strength) for iv in request.interventions],
+            between_tokens=between_tokens,
+        )
         return schemas.SteerResponse(
             prompt_tokens=engine.token_strings(prompt_ids),
             default=_continuation(engine, default),
