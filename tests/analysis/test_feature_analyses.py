@@ -9,7 +9,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from saescope.analysis.geometry import best_matches, nearest_neighbours, umap_layout
 from saescope.analysis.labels import top_token_labels
-from saescope.analysis.logit_effects import logit_effects, residual_directions
+from saescope.analysis.logit_effects import head_norm_share, logit_effects, residual_directions
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,29 @@ def test_labels_prefer_characteristic_tokens_over_frequent_ones():
     acts2 = np.array([[0, 0, 2.0, 0], [0, 0, 1.5, 0.2], [0, 0, 0, 1.0]], dtype=np.float32)
     lab2 = top_token_labels(1, np.zeros(3, np.int64), acts2, tok2, counts, vocab)
     assert lab2.label[0].startswith("'x('")
+
+
+def test_hook_z_logit_effects_go_through_every_heads_w_o(two_layer_model):
+    z_dirs = torch.randn(4, 2 * 8, generator=torch.Generator().manual_seed(1))
+    eff = logit_effects(two_layer_model, "blocks.1.attn.hook_z", z_dirs, k=3, bins=5)
+    resid = torch.einsum("fhd,hdm->fm", z_dirs.view(4, 2, 8), two_layer_model.blocks[1].attn.W_O.detach())
+    resid = resid - resid.mean(1, keepdim=True)
+    full = (resid @ (two_layer_model.ln_final.w[:, None] * two_layer_model.W_U)).detach()
+    np.testing.assert_array_equal(eff.top_ids, torch.topk(full, 3).indices.numpy())
+    np.testing.assert_allclose(eff.top_values, torch.topk(full, 3).values.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_head_norm_share_splits_the_squared_decoder_norm_by_head(two_layer_model):
+    dec = torch.zeros(3, 2 * 8)
+    dec[0, 8:] = 1.0  # head 1 only
+    dec[1, 0], dec[1, 8] = 3.0, 4.0  # 9 : 16
+    share = head_norm_share(two_layer_model, "blocks.1.attn.hook_z", dec)
+    np.testing.assert_allclose(share, [[0.0, 1.0], [0.36, 0.64], [0.0, 0.0]], atol=1e-6)
+    eff = logit_effects(two_layer_model, "blocks.1.attn.hook_z", dec, k=2, bins=3)
+    np.testing.assert_allclose(eff.head_norm_share, share)
+
+
+def test_head_norm_share_is_none_outside_all_head_hook_z_dictionaries(two_layer_model):
+    assert head_norm_share(two_layer_model, "blocks.1.hook_resid_post", torch.randn(2, 16)) is None
+    assert head_norm_share(two_layer_model, "blocks.1.attn.hook_z", torch.randn(2, 8), hook_head_index=0) is None
+    assert logit_effects(two_layer_model, "blocks.1.hook_resid_post", torch.randn(2, 16), k=2).head_norm_share is None

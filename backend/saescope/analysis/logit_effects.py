@@ -8,7 +8,9 @@ flattened) it goes through `W_O[L]`. The residual direction then goes through th
 linear part and `W_U`. The LayerNorm's data-dependent scale is ignored (it divides every logit by
 the same positive number, so rankings are exact, absolute values are "per unit of normalised
 residual"); its centring (LayerNorm, not RMSNorm) and weight `ln_final.w` are applied when the model
-has them (after `fold_ln` they are already inside `W_U`). Returns arrays only; chunked over features.
+has them (after `fold_ln` they are already inside `W_U`). For `attn.hook_z` over all heads it also
+says which heads a direction lives in (`head_norm_share`: each head's share of the squared decoder
+norm, the heads whose `W_O` slices carry the direction). Returns arrays only; chunked over features.
 """
 
 from __future__ import annotations
@@ -33,6 +35,25 @@ class LogitEffects:
     bottom_values: np.ndarray  # [n, k] float32
     hist_edges: np.ndarray  # [n, bins + 1] float32
     hist_counts: np.ndarray  # [n, bins] int64
+    head_norm_share: np.ndarray | None = None  # [n, n_heads] float32, rows sum to 1; attn.hook_z only
+
+
+def head_norm_share(model: Any, hook_name: str, decoder: Tensor, hook_head_index: int | None = None) -> np.ndarray | None:
+    """`[d_sae, n_heads]` share of each head in the squared norm of every decoder row, for an
+    `attn.hook_z` dictionary over all heads concatenated (`d_in = n_heads * d_head`, head-major as
+    transformer_lens flattens `[n_heads, d_head]`); None for any other hook point or a single head.
+
+    A row of zero norm gets zero shares (it has no direction to attribute)."""
+    if hook_suffix(hook_name) != "attn.hook_z" or hook_head_index is not None:
+        return None
+    n_heads = int(model.cfg.n_heads)
+    dec = decoder.detach().float().cpu()
+    if dec.shape[1] % n_heads:
+        return None
+    per_head = dec.reshape(dec.shape[0], n_heads, -1).pow(2).sum(dim=2)  # [d_sae, n_heads]
+    total = per_head.sum(dim=1, keepdim=True)
+    share = torch.where(total > 0, per_head / total.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(per_head))
+    return share.numpy().astype(np.float32)
 
 
 def residual_directions(model: Any, hook_name: str, decoder: Tensor, hook_head_index: int | None = None) -> Tensor | None:
@@ -112,4 +133,5 @@ def logit_effects(
             c.scatter_add_(1, b, torch.ones_like(b))
             edges[lo : lo + chunk] = e.cpu().numpy()
             counts[lo : lo + chunk] = c.cpu().numpy()
-    return LogitEffects(out_ti, out_tv, out_bi, out_bv, edges, counts)
+    heads = head_norm_share(model, hook_name, decoder, hook_head_index)
+    return LogitEffects(out_ti, out_tv, out_bi, out_bv, edges, counts, heads)
