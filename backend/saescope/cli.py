@@ -24,6 +24,7 @@ from saescope import __version__
 
 DEFAULT_ATLAS = Path("atlas")
 DEFAULT_CHECKPOINT_EVERY = 1_000_000  # train-sae: tokens between checkpoints (OUT/checkpoint/)
+DEFAULT_HOOK = "blocks.0.mlp.hook_post"  # train-sae --model without --hook
 HOOK_HELP = (
     "transformer_lens hook point, e.g. blocks.0.mlp.hook_post, blocks.0.hook_resid_post, "
     "blocks.0.hook_mlp_out, blocks.0.hook_attn_out, blocks.0.attn.hook_z"
@@ -77,21 +78,21 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None:
             config_fields[name] = value
-    config = SAETrainingConfig(**config_fields)
     checkpoint_every = args.checkpoint_every if args.checkpoint_every is not None else DEFAULT_CHECKPOINT_EVERY
     if args.activations is not None:
-        from saescope.dictionaries.training import train_sae_from_file
-        from saescope.pipeline.activations import training_matrix
+        from saescope.pipeline.activations import train_sae_on_activations
 
-        result = train_sae_from_file(
-            training_matrix(args.activations), config, args.out, checkpoint_every=checkpoint_every, resume=not args.no_resume
+        SAETrainingConfig(**{**config_fields, "tokens": args.tokens or 1})  # refuse bad options before reading
+        result = train_sae_on_activations(
+            args.activations, config_fields, args.out, hook_name=args.hook, model_name=args.model,
+            checkpoint_every=checkpoint_every, resume=not args.no_resume,
         )
     else:
         from saescope.pipeline.dictionaries import train_sae_on_model
 
         result = train_sae_on_model(
-            args.model, args.hook, config, args.out, device=args.device,
-            checkpoint_every=checkpoint_every, resume=not args.no_resume,
+            args.model, args.hook or DEFAULT_HOOK, SAETrainingConfig(**config_fields), args.out, device=args.device,
+            checkpoint_every=checkpoint_every, resume=not args.no_resume, eval_contexts=args.eval_contexts,
         )
     print(f"saved {args.architecture} SAE with {args.d_sae} features to {args.out}")
     if hasattr(result, "summary"):
@@ -109,7 +110,40 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from saescope.pipeline.dictionaries import evaluate_sae_folder
 
     metrics = evaluate_sae_folder(args.model, args.sae, n_contexts=args.contexts, device=args.device)
-    _print_json(metrics.model_dump())
+    if args.json:
+        _print_json(metrics.model_dump())
+        return
+    print(_metrics_table(metrics.model_dump()))
+    print(f"full metrics (histograms, densities): {args.sae / 'metrics.json'}; --json prints them")
+
+
+HEADLINE_METRICS = (
+    ("hook_name", "hook point", "{}"),
+    ("n_tokens", "tokens evaluated", "{:,}"),
+    ("d_sae", "features", "{:,}"),
+    ("l0", "L0", "{:.2f}"),
+    ("explained_variance", "explained variance", "{:.4f}"),
+    ("cosine", "cosine", "{:.4f}"),
+    ("ce_clean", "CE clean (nats)", "{:.4f}"),
+    ("ce_spliced", "CE spliced", "{:.4f}"),
+    ("ce_recovered", "CE recovered", "{:.4f}"),
+    ("kl", "KL(clean||spliced)", "{:.4f}"),
+    ("dead", "dead features", "{:,}"),
+    ("dense", "dense features", "{:,}"),
+)
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    """The headline metrics of an evaluation as an aligned two-column table."""
+    rows = []
+    for key, label, fmt in HEADLINE_METRICS:
+        value = metrics.get(key)
+        text = "n/a" if value is None else fmt.format(value)
+        if key in ("dead", "dense") and value is not None and metrics.get("d_sae"):
+            text += f" ({value / metrics['d_sae']:.1%})"
+        rows.append((label, text))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
 def cmd_precompute(args: argparse.Namespace) -> None:
@@ -280,15 +314,21 @@ def _add_training(add: _Adder) -> None:
     )
     p.add_argument("--activations", type=Path, help="matrix file: .safetensors (tensor 'activations') or .npy, "
                    "or an activation cache folder written by cache-activations")
-    p.add_argument("--model", help="instead of --activations: model location (checkpoint folder or hub name)")
-    p.add_argument("--hook", default="blocks.0.mlp.hook_post", help=HOOK_HELP)
+    p.add_argument("--model", help="model location (checkpoint folder, HF folder, .gguf or hub name): trains on its "
+                   "activations at --hook; with --activations it is only recorded in the SAE's metadata")
+    p.add_argument("--hook", default=None, help=f"{HOOK_HELP} (default {DEFAULT_HOOK} with --model; with "
+                   "--activations the hook the activations come from, recorded for evaluate/precompute; a cache "
+                   "folder records its own)")
+    p.add_argument("--eval-contexts", dest="eval_contexts", type=int, default=128, metavar="N",
+                   help="with --model: held-out contexts for the final evaluation (default 128; 0 skips it)")
     p.add_argument("--architecture", default="relu",
                    help="a registered SAE architecture (relu, topk, batchtopk, jumprelu, gated, or any module added "
                    "to dictionaries/architectures/); an unknown name is answered with the registered ones")
     p.add_argument("--d-sae", dest="d_sae", type=int, required=True, help="number of features")
     p.add_argument("--k", type=int, default=None, help="active latents per token (k-sparse architectures)")
     p.add_argument("--l1", type=float, default=None, help="sparsity coefficient (L1 for relu and gated, L0 for jumprelu)")
-    p.add_argument("--tokens", type=int, default=None, help="training tokens")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="training tokens (default: one pass over --activations; 2,000,000 with --model)")
     p.add_argument("--lr", type=float, default=None, help="learning rate")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="tokens per step")
     p.add_argument("--seed", type=int, default=0)
@@ -321,6 +361,8 @@ def _add_evaluation(add: _Adder) -> None:
     p.add_argument("--model", required=True, help="model location (checkpoint folder or hub name)")
     p.add_argument("--sae", type=Path, required=True, help="SAELens-format folder")
     p.add_argument("--contexts", type=int, default=256, help="held-out contexts to evaluate on")
+    p.add_argument("--json", action="store_true", help="print every metric as JSON (histograms and densities "
+                   "included) instead of the headline table; metrics.json in the folder always holds them")
     _add_device(p)
 
     p = add(

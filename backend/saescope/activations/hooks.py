@@ -11,6 +11,7 @@ flattened to `n_heads * d_head` unless `hook_head_index` selects one head (`d_in
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -40,6 +41,50 @@ _MLP_LIKE = {"mlp.hook_pre", "mlp.hook_post", "mlp.hook_pre_linear"}
 _PER_HEAD = {"attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_result"}
 # Hooks whose tensors are not one activation vector per token.
 _UNSUPPORTED = {"attn.hook_pattern", "attn.hook_attn_scores", "ln1.hook_scale", "ln2.hook_scale"}
+
+
+# Other transformer_lens hooks inside a block (not SAE inputs, but real names).
+_OTHER_BLOCK_HOOKS = {"attn.hook_rot_q", "attn.hook_rot_k", "mlp.hook_expert_weights", "mlp.hook_expert_indices"}
+_KNOWN_BLOCK_HOOKS = _RESID_LIKE | _MLP_LIKE | _PER_HEAD | _UNSUPPORTED | _OTHER_BLOCK_HOOKS
+_KNOWN_TOP_HOOKS = {"hook_embed", "hook_pos_embed", "hook_tokens", "ln_final.hook_normalized", "ln_final.hook_scale"}
+
+
+def check_hook_name_for_layers(hook_name: str, n_layers: int, attn_only: bool = False) -> str:
+    """Check `hook_name` against a model's layer count before the model is loaded; returns it.
+
+    Catches what needs no weights: a block index out of range, a suffix that is no transformer_lens
+    hook (with the closest known one suggested), MLP hooks of an attention-only model, and hooks that
+    are not one vector per token. `validate_hook_name` checks the loaded model's own hook list later.
+    """
+    last = max(int(n_layers) - 1, 0)
+    layer = hook_layer(hook_name)
+    suffix = hook_suffix(hook_name)
+    if layer is None:
+        if hook_name not in _KNOWN_TOP_HOOKS:
+            raise ConfigError(_unknown_hook_message(hook_name, suffix, last))
+        return hook_name
+    if layer >= n_layers:
+        raise ConfigError(
+            f"hook point {hook_name!r} names block {layer}, but the model has {n_layers} layers "
+            f"(blocks.0 to blocks.{last}); e.g. blocks.{last}.{suffix}"
+        )
+    if suffix not in _KNOWN_BLOCK_HOOKS and not suffix.startswith("mlp.experts."):
+        raise ConfigError(_unknown_hook_message(hook_name, suffix, layer))
+    if attn_only and (suffix.startswith("mlp.") or suffix in ("hook_mlp_out", "hook_mlp_in", "hook_resid_mid")):
+        raise ConfigError(f"hook point {hook_name!r} is an MLP hook, but the model is attention-only")
+    if suffix in _UNSUPPORTED:
+        raise ConfigError(
+            f"hook point {hook_name!r} is not one activation vector per token; "
+            f"use e.g. blocks.{layer}.hook_resid_post or blocks.{layer}.mlp.hook_post"
+        )
+    return hook_name
+
+
+def _unknown_hook_message(hook_name: str, suffix: str, layer: int) -> str:
+    close = difflib.get_close_matches(suffix, sorted(_KNOWN_BLOCK_HOOKS), n=1)
+    hint = f"did you mean blocks.{layer}.{close[0]}? " if close else ""
+    return (f"unknown hook point {hook_name!r}: {hint}use a transformer_lens hook name such as "
+            f"blocks.{layer}.hook_resid_post, blocks.{layer}.mlp.hook_post or blocks.{layer}.attn.hook_z")
 
 
 def example_hook_names(model: Any) -> list[str]:

@@ -4,7 +4,9 @@ Owns `load_lm`: a saescope checkpoint folder (config.json + model.safetensors + 
 Hugging Face model folder (config.json with a `model_type`, loaded through
 `AutoModelForCausalLM.from_pretrained` and converted by transformer_lens), a GGUF file (dequantised
 by transformers' GGUF loader, then converted the same way), or a transformer_lens pretrained model
-name fetched from the Hugging Face hub. Also `lm_info(model)`, the model facts and
+name fetched from the Hugging Face hub; the Hugging Face weights are released as soon as they are
+converted, so the model is never held twice. Also `peek_layer_count(location)` (a model's layer
+count from its config alone, to check hook names before loading) and `lm_info(model)`, the model facts and
 vocabulary strings the store records. The returned model always has its tokenizer attached, so
 `model.to_str_tokens` works.
 """
@@ -47,7 +49,7 @@ def load_checkpoint_lm(folder: str | Path, device: str | torch.device = "cpu") -
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise FormatError(f"{path / ckpt.WEIGHTS_FILE} does not match config.json: {exc}") from exc
-    model.to(dev)
+    model.to(dev, print_details=False)  # stdout stays clean for commands that print JSON
     model.eval()
     return model
 
@@ -58,6 +60,20 @@ def _hf_config_fixes(cfg: Any, hf_config: Any) -> None:
     rope_theta = getattr(hf_config, "rope_theta", None)
     if rope_theta and getattr(cfg, "positional_embedding_type", "") == "rotary":
         cfg.rotary_base = int(rope_theta) if float(rope_theta).is_integer() else float(rope_theta)
+
+
+def _release_hf_weights(hf_model: Any, state_dict: dict[str, Any]) -> None:
+    """Free the transformers model's own tensors once its state dict is converted, so the model is
+    not held twice in memory while the HookedTransformer is built. Tensors the converted state dict
+    shares (transformer_lens keeps some weights as views) stay alive through it."""
+    import gc
+
+    for module in hf_model.modules():
+        for name in list(module._parameters):
+            module._parameters[name] = None
+        for name in list(module._buffers):
+            module._buffers[name] = None
+    gc.collect()
 
 
 def _hooked_from_hf(hf_model: Any, tokenizer: Any, device: torch.device) -> Any:
@@ -81,11 +97,13 @@ def _hooked_from_hf(hf_model: Any, tokenizer: Any, device: torch.device) -> Any:
         )
         _hf_config_fixes(cfg, hf_model.config)
         state_dict = tl_loading.get_pretrained_state_dict(config_dir, cfg, hf_model)
+    _release_hf_weights(hf_model, state_dict)
     with torch.random.fork_rng(devices=[]):
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)
     model.load_and_process_state_dict(
         state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True,
     )
+    state_dict.clear()  # the converted tensors now live in `model` (processed copies)
     model.move_model_modules_to_device()
     model.eval()
     return model
@@ -199,6 +217,48 @@ def load_lm(location: str | Path, device: str | torch.device = "cpu") -> Any:
     if isinstance(location, Path) or _looks_like_path(loc):
         raise NotFoundError(f"model folder {path} does not exist; build the model first or fix the path")
     return load_pretrained_lm(loc, device)
+
+
+_HF_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def peek_layer_count(location: str | Path) -> tuple[int, bool] | None:
+    """(n_layers, attn_only) of the model at `location` read from its config alone, without loading
+    weights: a saescope checkpoint's or Hugging Face folder's config.json, or a GGUF file's
+    `{architecture}.block_count`. None where the config cannot be read cheaply (hub names, odd files);
+    lets hook names be checked before a slow load."""
+    path = Path(str(location)).expanduser()
+    try:
+        if path.is_dir() and (path / "config.json").is_file():
+            config = json.loads((path / "config.json").read_text())
+            tl_config = config.get("hooked_transformer_config")
+            if isinstance(tl_config, dict) and "n_layers" in tl_config:
+                return int(tl_config["n_layers"]), bool(tl_config.get("attn_only", False))
+            for key in _HF_LAYER_KEYS:
+                if isinstance(config.get(key), int):
+                    return int(config[key]), False
+            return None
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return _gguf_layer_count(path)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _gguf_layer_count(path: Path) -> tuple[int, bool] | None:
+    """`{general.architecture}.block_count` of a GGUF file (memory-mapped header read), or None."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return None
+    try:
+        reader = GGUFReader(str(path))
+        arch_field = reader.fields["general.architecture"]
+        arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+        count_field = reader.fields[f"{arch}.block_count"]
+        return int(count_field.parts[count_field.data[0]][0]), False
+    except (KeyError, IndexError, ValueError, OSError):
+        return None
 
 
 def lm_info(model: Any) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 
 from saescope.activations.chunked import ActivationChunks
+from saescope.activations.hooks import check_hook_name_for_layers
 from saescope.activations.stream import iter_activation_batches
 from saescope.atomic_files import atomic_folder, write_json
 from saescope.devices import resolve_device
@@ -47,7 +50,7 @@ from saescope.dictionaries.training import SAETrainingConfig, TrainingResult
 from saescope.dictionaries.training_checkpoint import CHECKPOINT_DIR, remove_checkpoint
 from saescope.dictionaries.training_stream import train_saes_from_chunks
 from saescope.errors import ConfigError
-from saescope.lm.loading import load_lm
+from saescope.lm.loading import load_lm, peek_layer_count
 from saescope.pipeline.contexts import (
     CORPUS_NAME,
     contexts_for_tokens,
@@ -59,6 +62,7 @@ from saescope.pipeline.validation import check_fits_model
 
 TRAINING_FILE = "training.json"
 CONTEXTS_PER_BATCH = 32
+EVAL_FORWARDS_PER_CONTEXT = 4  # evaluate_dictionary runs clean, spliced, zero- and mean-ablated forwards
 
 
 class DictionaryBuild(BaseModel):
@@ -195,9 +199,44 @@ def finetune_folder(model: Any, source: Path, out: Path, rows: Tensor, heldout: 
 # --------------------------------------------------------------------------- generic model commands
 
 
-def load_model(location: str, device: str) -> Any:
-    """The model at `location` on the chosen device (load_lm raises NotFoundError with a clear message)."""
+def load_model(location: str, device: str, hook_names: tuple[str, ...] = ()) -> Any:
+    """The model at `location` on the chosen device (load_lm raises NotFoundError with a clear message).
+
+    `hook_names` are checked against the model's config before its weights are loaded, where the
+    config can be read on its own (ConfigError names the problem without waiting for the load)."""
+    check_hooks_before_loading(location, hook_names)
     return load_lm(location, device=resolve_device(device))
+
+
+def check_hooks_before_loading(location: str, hook_names: tuple[str, ...]) -> None:
+    """Refuse hook names that cannot exist in the model at `location` (block out of range, unknown
+    suffix, MLP hook of an attention-only model), reading only its config; no-op where the config is
+    not readable without loading (hub names)."""
+    layers = peek_layer_count(location) if hook_names else None
+    if layers is None:
+        return
+    n_layers, attn_only = layers
+    for hook_name in hook_names:
+        check_hook_name_for_layers(hook_name, n_layers, attn_only)
+
+
+@contextmanager
+def evaluation_progress(model: Any, n_contexts: int, desc: str = "held-out evaluation") -> Iterator[None]:
+    """A progress bar over an `evaluate_dictionary` run of `n_contexts` contexts, advanced by each
+    forward pass through the model's unembedding (the evaluation makes several per context)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_contexts * EVAL_FORWARDS_PER_CONTEXT, desc=desc, unit="ctx-pass")
+
+    def advance(module: Any, inputs: Any, output: Tensor) -> None:  # returns None: the output is unchanged
+        bar.update(int(output.shape[0]))
+
+    handle = model.unembed.register_forward_hook(advance)
+    try:
+        yield
+    finally:
+        handle.remove()
+        bar.close()
 
 
 def train_sae_on_model(
@@ -208,16 +247,19 @@ def train_sae_on_model(
     device: str = "auto",
     checkpoint_every: int | None = 1_000_000,
     resume: bool = True,
+    eval_contexts: int = 128,
 ) -> TrainingResult:
     """Train one SAE on activations streamed from `model_location` at `hook_name`; write an SAELens folder.
 
     Checkpoints every `checkpoint_every` tokens to `out/checkpoint/`, as `train-sae --activations`
     does; with `resume=True` a rerun continues an interrupted run exactly, without re-running the
-    model over the contexts it already trained on."""
-    model = load_model(model_location, device)
+    model over the contexts it already trained on. The final held-out evaluation runs over
+    `eval_contexts` contexts with a progress bar; 0 skips it (metrics.json then holds no metrics)."""
+    if eval_contexts < 0:
+        raise ConfigError("--eval-contexts must be 0 (skip the evaluation) or positive")
+    model = load_model(model_location, device, (hook_name,))
     n_ctx = model_context_length(model)
     contexts = corpus_contexts(model, "train", contexts_for_tokens(config.tokens, n_ctx) + 1, config.seed)
-    heldout = corpus_contexts(model, "heldout", 128, config.seed)
     metadata = DictionaryMetadata(
         model_name=str(model_location), hook_name=hook_name, context_size=n_ctx, dataset_path=CORPUS_NAME
     )
@@ -227,24 +269,37 @@ def train_sae_on_model(
         [config], chunks, metadata, progress=True, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, resume=resume, keep_checkpoint=True,
     )[0]
-    metrics = evaluate_dictionary(model, result.dictionary, heldout.tokens, hook_name)
-    write_dictionary_folder(  # replaces `out` as a whole, the checkpoint folder included
-        Path(out), result.dictionary.cpu(), metrics,
-        {"config": config.model_dump(), "history": result.history, "normalization_scale": result.normalization_scale,
-         "resumed_from_tokens": result.resumed_from_tokens},
-    )
+    notes = {"config": config.model_dump(), "history": result.history, "normalization_scale": result.normalization_scale,
+             "resumed_from_tokens": result.resumed_from_tokens, "eval_contexts": eval_contexts}
+    if eval_contexts == 0:
+        with atomic_folder(Path(out)) as partial:  # replaces `out` as a whole, the checkpoint folder included
+            save_dictionary(result.dictionary.cpu(), partial, log10_sparsity=result.log10_density)
+            write_json(partial / TRAINING_FILE, notes)
+    else:
+        heldout = corpus_contexts(model, "heldout", eval_contexts, config.seed)
+        with evaluation_progress(model, heldout.tokens.shape[0]):
+            metrics = evaluate_dictionary(model, result.dictionary, heldout.tokens, hook_name)
+        write_dictionary_folder(Path(out), result.dictionary.cpu(), metrics, notes)  # replaces `out` as a whole
     remove_checkpoint(checkpoint_dir)
     return result
 
 
 def evaluate_sae_folder(model_location: str, folder: Path, n_contexts: int = 256, device: str = "auto") -> DictionaryMetrics:
-    """Evaluate a dictionary folder on held-out stdlib contexts and write metrics.json beside it."""
+    """Evaluate a dictionary folder on held-out stdlib contexts, with a progress bar, and write the
+    full metrics to metrics.json in the folder."""
     if n_contexts < 1:
         raise ConfigError("--contexts must be positive")
     dictionary = load_dictionary(Path(folder))
-    model = load_model(model_location, device)
+    hook_name = dictionary.metadata.hook_name
+    if not hook_name:
+        raise ConfigError(
+            f"{folder} records no hook point (metadata.hook_name in {CFG_FILE} is empty): set it, e.g. with "
+            "saescope import-sae FOLDER --hook-name HOOK --out FIXED, or retrain with train-sae --hook HOOK"
+        )
+    model = load_model(model_location, device, (hook_name,))
     check_fits_model(model, dictionary, str(folder))
     heldout = corpus_contexts(model, "heldout", n_contexts, 0)
-    metrics = evaluate_dictionary(model, dictionary, heldout.tokens)
+    with evaluation_progress(model, heldout.tokens.shape[0]):
+        metrics = evaluate_dictionary(model, dictionary, heldout.tokens)
     save_metrics(metrics, Path(folder))
     return metrics
