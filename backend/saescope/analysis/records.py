@@ -95,6 +95,13 @@ def merged_matches(stored: list[list[dict[str, Any]]], new: Sequence[Match],
     return out
 
 
+def _head_shares(logits: LogitEffects | None, f: int) -> list[float] | None:
+    """Feature `f`'s per-head share of its decoder norm (attn.hook_z dictionaries), else None."""
+    if logits is None or logits.head_norm_share is None:
+        return None
+    return [round_sig(v, 5) for v in logits.head_norm_share[f].tolist()]
+
+
 def _logit_columns(logits: LogitEffects | None, f: int, vocab: list[str]) -> dict[str, Any]:
     if logits is None:
         return {"logits_top": [], "logits_bottom": [], "logits_histogram": {"edges": [], "counts": []}}
@@ -146,6 +153,7 @@ def feature_records(
             "umap_x": float(umap[f, 0]) if umap is not None else None,
             "umap_y": float(umap[f, 1]) if umap is not None else None,
             **_logit_columns(analyses.logits, f, vocab),
+            "head_norm_share": _head_shares(analyses.logits, f),
             "neighbours": [
                 {"index": int(j), "cosine": round_sig(c, 5), "label": own_labels[j]}
                 for j, c in zip(neighbours.index[f].tolist(), neighbours.cosine[f].tolist())

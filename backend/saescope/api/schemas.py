@@ -216,6 +216,11 @@ class FeatureDetail(FeatureSummary):
     matches: list[Match] = Field(default_factory=list, description="Best matches in other dictionaries.")
     umap_x: float | None = Field(None, description="UMAP x coordinate of the decoder direction.")
     umap_y: float | None = Field(None, description="UMAP y coordinate of the decoder direction.")
+    head_norm_share: list[float] | None = Field(
+        None,
+        description="attn.hook_z dictionaries over all heads: each head's share of the squared decoder norm "
+        "(one value per head, in head order, summing to 1); null for other hook points.",
+    )
     explanations: list[Explanation] = Field(default_factory=list, description="Explanations, best first.")
     example_groups: list[ExampleGroupInfo] = Field(
         default_factory=list, description="Example groups present, top first."

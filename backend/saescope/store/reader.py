@@ -176,6 +176,11 @@ _SUMMARY_COLUMNS = (
 )
 
 
+def _head_shares(value: Any) -> list[float] | None:
+    """A stored per-head norm share list as floats, None when the feature has none."""
+    return [_finite(v) for v in value] if isinstance(value, list) else None
+
+
 def _summary(row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {
         "dictionary_id": row["dictionary_id"],
@@ -552,6 +557,7 @@ class StoreReader:
             ],
             umap_x=_finite(row["umap_x"], None),
             umap_y=_finite(row["umap_y"], None),
+            head_norm_share=_head_shares(row.get("head_norm_share")),
             explanations=[
                 {
                     "text": e["text"],

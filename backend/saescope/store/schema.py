@@ -128,6 +128,9 @@ class FeatureRow(Base):
     # added by precompute: ascending activation bounds of the quantile groups ([] when dead);
     # group quantile_0 is the HIGHEST interval [edges[-2], edges[-1])
     quantile_edges: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # attn.hook_z dictionaries over all heads: each head's share of the squared decoder norm
+    # ([n_heads] floats summing to 1); NULL for every other hook point
+    head_norm_share: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     __table_args__ = (
         Index("ix_features_density", "dictionary_id", "density"),
         Index("ix_features_max_activation", "dictionary_id", "max_activation"),
