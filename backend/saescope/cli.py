@@ -399,6 +399,44 @@ def _add_serving(add: _Adder) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder to write")
 
 
+def cmd_export_atlas(args: argparse.Namespace) -> None:
+    from saescope.pipeline.portable import export_atlas
+
+    print(export_atlas(args.atlas, args.out, store_url=args.db).summary())
+
+
+def cmd_import_atlas(args: argparse.Namespace) -> None:
+    from saescope.pipeline.portable import import_atlas
+
+    print(import_atlas(args.path, args.atlas, store_url=args.db).summary())
+
+
+def _add_portable(add: _Adder) -> None:
+    """Commands that move an atlas between machines as one file set (store dump, model, dictionaries,
+    provenance manifest)."""
+    p = add(
+        "export-atlas",
+        cmd_export_atlas,
+        "Write an atlas (store rows, model folder, dictionary folders, manifest with sha256 hashes) as one "
+        "file set: a .tar or .tar.gz archive, or a folder.",
+    )
+    p.add_argument("--atlas", type=Path, required=True, help="atlas directory")
+    p.add_argument("--db", default=None, help="store URL (default: SQLite file ATLAS/atlas.db)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="file set to write: NAME.tar, NAME.tar.gz / NAME.tgz, or else a folder; must not exist")
+
+    p = add(
+        "import-atlas",
+        cmd_import_atlas,
+        "Turn a file set written by export-atlas into an atlas folder: checks every hash, refuses links and "
+        "paths leaving the folder, and writes atomically.",
+    )
+    p.add_argument("path", type=Path, help="archive (.tar, .tar.gz) or folder written by export-atlas")
+    p.add_argument("--atlas", type=Path, required=True, help="atlas directory to create (new or empty)")
+    p.add_argument("--db", default=None, help="empty store to fill (default: SQLite file ATLAS/atlas.db); "
+                   "e.g. postgresql+psycopg://user@host:5432/db")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="saescope",
@@ -413,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    for add_commands in (_add_demo, _add_training, _add_evaluation, _add_serving):
+    for add_commands in (_add_demo, _add_training, _add_evaluation, _add_serving, _add_portable):
         add_commands(add)
     return parser
 
