@@ -149,3 +149,35 @@ def test_an_exact_hook_z_dictionary_spliced_back_per_head_leaves_the_model_uncha
     share = head_norm_share(tiny_lm, HOOK, identity.W_dec)
     heads = torch.arange(identity.d_sae) // int(tiny_lm.cfg.d_head)
     assert (share.argmax(1) == heads.numpy()).all() and share.max(1).min() == pytest.approx(1.0)
+
+
+def test_a_store_made_before_head_shares_is_read_and_then_gets_the_column(hook_z_atlas, tmp_path: Path) -> None:
+    import sqlite3
+
+    from saescope.store.database import create_database
+    from saescope.store.reader import StoreReader
+    from saescope.store.writer import add_missing_feature_columns
+
+    _, layout, _ = hook_z_atlas
+    old = tmp_path / "old.db"
+    src = sqlite3.connect(layout.sqlite_url.removeprefix("sqlite:///"))
+    dst = sqlite3.connect(old)
+    src.backup(dst)
+    src.close()
+    dst.execute("ALTER TABLE features DROP COLUMN head_norm_share")
+    dst.commit()
+    dst.close()
+    reader = StoreReader.from_url(f"sqlite:///{old}")
+    try:
+        record = reader.get_feature(SAE, 0)
+    finally:
+        reader.close()
+    assert record["head_norm_share"] is None and record["index"] == 0
+    db = create_database(f"sqlite:///{old}")
+    try:
+        with db.begin() as conn:
+            assert add_missing_feature_columns(conn) == ["head_norm_share"]
+        with db.begin() as conn:
+            assert add_missing_feature_columns(conn) == []
+    finally:
+        db.dispose()

@@ -32,11 +32,13 @@ from typing import Any, Literal
 from pydantic_core import to_json
 from sqlalchemy import Engine, Text, bindparam, cast, create_engine, event, func, inspect, or_, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from saescope.errors import ConfigError, NotFoundError
 from saescope.store.database import parse_store_url
 from saescope.store.schema import (
+    ADDED_FEATURE_COLUMNS,
     ContextRow,
     DictionaryRow,
     ExampleRow,
@@ -230,15 +232,32 @@ def _model_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _missing_feature_columns(db: Engine) -> frozenset[str]:
+    """The `ADDED_FEATURE_COLUMNS` a store made by an earlier saescope lacks (none when the store
+    has no features table yet or cannot be inspected: then the current schema is assumed)."""
+    try:
+        present = {c["name"] for c in inspect(db).get_columns(FeatureRow.__tablename__)}
+    except SQLAlchemyError:
+        return frozenset()
+    return frozenset(n for n in ADDED_FEATURE_COLUMNS if n not in present)
+
+
+def _feature_statement(missing_feature_columns: frozenset[str] = frozenset()) -> Any:
+    """The query of one feature row of a ready dictionary, leaving out `missing_feature_columns`."""
+    columns = [c for c in FeatureRow.__table__.c if c.name not in missing_feature_columns]
+    return (
+        select(*columns, DictionaryRow.display_prefix)
+        .join(DictionaryRow, DictionaryRow.id == FeatureRow.dictionary_id)
+        .where(FeatureRow.dictionary_id == bindparam("dictionary_id"), FeatureRow.index == bindparam("index"),
+               DictionaryRow.status == _READY)
+    )
+
+
 def _build_statements() -> dict[str, Any]:
     """The hot-path queries, built once with bound parameters (statement construction costs more
     than the indexed lookups themselves)."""
     d, i, g = bindparam("dictionary_id"), bindparam("index"), bindparam("group")
-    feature = (
-        select(FeatureRow.__table__, DictionaryRow.display_prefix)
-        .join(DictionaryRow, DictionaryRow.id == FeatureRow.dictionary_id)
-        .where(FeatureRow.dictionary_id == d, FeatureRow.index == i, DictionaryRow.status == _READY)
-    )
+    feature = _feature_statement()
     explanations = (
         select(
             ExplanationRow.text,
@@ -326,6 +345,7 @@ class StoreReader:
         self._vocab_lock = threading.Lock()
         self._vocab_json_cache: dict[str, list[str]] = {}
         self._q = _build_statements()
+        self._feature_q: Any | None = None  # the feature query for this store's columns, set on first use
         self._labels_cache: dict[tuple[str, str], list[str]] = {}
         self._fragments: dict[tuple[str, str], str] = {}
         self._briefs: dict[str, tuple[float, Any]] = {}  # id -> (monotonic time, brief)
@@ -524,7 +544,7 @@ class StoreReader:
         """
         params = {"dictionary_id": dictionary_id, "index": index}
         with self.db.connect() as conn:
-            row = conn.execute(self._q["feature"], params).mappings().first()
+            row = conn.execute(self._feature_query(), params).mappings().first()
             if row is None:
                 self.get_dictionary(dictionary_id)  # raises NotFoundError for the dictionary
                 raise NotFoundError(f"feature {index} of dictionary {dictionary_id!r} not found")
@@ -575,6 +595,14 @@ class StoreReader:
             ),
         )
         return record
+
+    def _feature_query(self) -> Any:
+        """The feature query without the columns a store made by an earlier saescope lacks (looked
+        up once, on first use, so opening a reader touches no database)."""
+        if self._feature_q is None:
+            missing = _missing_feature_columns(self.db)
+            self._feature_q = _feature_statement(missing) if missing else self._q["feature"]
+        return self._feature_q
 
     def feature_page_json(self, dictionary_id: str, index: int) -> bytes:
         """The feature page rendered live: `{"feature": get_feature(...), "examples": get_examples(...)}`

@@ -31,6 +31,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 1
 
+# Nullable `features` columns added after stores were first published: a store made by an earlier
+# saescope lacks them; the writer adds them before writing and the reader leaves them out until then.
+ADDED_FEATURE_COLUMNS = ("head_norm_share",)
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, inspect, literal, select, text, update
 
 from saescope.store.schema import (
+    ADDED_FEATURE_COLUMNS,
     ContextRow,
     DictionaryRow,
     ExampleRow,
@@ -172,6 +173,21 @@ def dictionary_status(conn: Connection, dictionary_id: str) -> str | None:
     return conn.execute(select(t.c.status).where(t.c.id == dictionary_id)).scalar_one_or_none()
 
 
+def add_missing_feature_columns(conn: Connection) -> list[str]:
+    """Add the nullable `features` columns (`ADDED_FEATURE_COLUMNS`) that a store made by an earlier
+    saescope lacks, inside the caller's transaction; returns the names added."""
+    present = {c["name"] for c in inspect(conn).get_columns(FeatureRow.__tablename__)}
+    quote = conn.dialect.identifier_preparer.quote
+    added = []
+    for name in ADDED_FEATURE_COLUMNS:
+        if name in present:
+            continue
+        column_type = FeatureRow.__table__.c[name].type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {quote(FeatureRow.__tablename__)} ADD COLUMN {quote(name)} {column_type}"))
+        added.append(name)
+    return added
+
+
 def write_dictionary(
     conn: Connection,
     row: dict[str, Any],
@@ -185,6 +201,7 @@ def write_dictionary(
     Returns (n_features, n_examples).
     """
     did = row["id"]
+    add_missing_feature_columns(conn)
     delete_dictionary(conn, did)
     conn.execute(insert(DictionaryRow.__table__).values(**{**row, "status": "building"}))
     n_f = insert_many(conn, FeatureRow.__table__, features)
