@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,6 +173,30 @@ def test_the_cli_exports_and_imports_an_atlas(demo_atlas: Any, tmp_path: Path, c
     assert main(["import-atlas", str(out), "--atlas", str(tmp_path / "copy")]) == 0
     assert "imported 3 dictionaries" in capsys.readouterr().out
     assert AtlasLayout(root=tmp_path / "copy").sqlite_path.is_file()
+
+
+def test_a_model_and_dictionary_outside_the_atlas_travel_inside_the_file_set(
+    demo_atlas: Any, original_answers: dict[str, Any], tmp_path: Path
+) -> None:
+    root, elsewhere = tmp_path / "atlas", tmp_path / "elsewhere"
+    shutil.copytree(demo_atlas.root, root)
+    elsewhere.mkdir()
+    (root / "model").rename(elsewhere / "lm")
+    (root / "dictionaries" / "relu-64").rename(elsewhere / "sae")
+    with sqlite3.connect(AtlasLayout(root=root).sqlite_path) as db:
+        db.execute("UPDATE models SET location = ?, tokenizer = ?", (str(elsewhere / "lm"), str(elsewhere / "lm" / "tokenizer")))
+        db.execute("UPDATE dictionaries SET weights_path = ? WHERE id = 'relu-64'", (str(elsewhere / "sae"),))
+    export_atlas(root, tmp_path / "out.tar")
+    shutil.rmtree(elsewhere)
+    target = tmp_path / "copy"
+    import_atlas(tmp_path / "out.tar", target)
+    with _client(target, AtlasLayout(root=target).sqlite_url) as client:
+        answers = _answers(client)
+    model = answers.pop("models")[0]
+    assert model["location"] == "models/builtin-stdlib-1l"
+    assert (target / model["location"] / "tokenizer").is_dir()
+    assert (target / "dictionaries" / "relu-64" / "sae_weights.safetensors").is_file()
+    assert answers == {k: v for k, v in original_answers.items() if k != "models"}
 
 
 # --------------------------------------------------------------------------- refusals
