@@ -199,6 +199,21 @@ def test_a_model_and_dictionary_outside_the_atlas_travel_inside_the_file_set(
     assert answers == {k: v for k, v in original_answers.items() if k != "models"}
 
 
+@pytest.mark.parametrize("command", ["export-atlas", "import-atlas"])
+def test_both_commands_have_help(command: str, capsys: Any) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: saescope " + command in capsys.readouterr().out
+
+
+def test_the_cli_refuses_an_unsafe_archive_with_one_error_line(tmp_path: Path, capsys: Any) -> None:
+    archive = _tar_with(tmp_path / "evil.tar", _regular("../escaped.txt"))
+    assert main(["import-atlas", str(archive), "--atlas", str(tmp_path / "copy")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("saescope import-atlas: error: refusing")
+
+
 # --------------------------------------------------------------------------- refusals
 
 

@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Connection  # the type of a store snapshot
 
 from saescope import __version__
 from saescope.atlas_layout import AtlasLayout
@@ -300,13 +301,12 @@ def _plan_dictionary(plan: _Plan, row: dict[str, Any], root: Path) -> None:
     ))
 
 
-def _plan_export(db: Any, root: Path) -> _Plan:
+def _plan_export(conn: Connection, root: Path) -> _Plan:
     plan = _Plan()
-    with snapshot(db) as conn:
-        for row in read_rows(conn, ModelRow.__table__):
-            _plan_model(plan, row, root)
-        for row in read_rows(conn, DictionaryRow.__table__):
-            _plan_dictionary(plan, row, root)
+    for row in read_rows(conn, ModelRow.__table__):
+        _plan_model(plan, row, root)
+    for row in read_rows(conn, DictionaryRow.__table__):
+        _plan_dictionary(plan, row, root)
     if not plan.dictionaries:
         raise ConfigError(f"the atlas at {root} has no published dictionary to export")
     return plan
@@ -325,6 +325,14 @@ def _rewrite_paths(plan: _Plan) -> Any:
         return row
 
     return transform
+
+
+def _check_copied_weights(plan: _Plan, files: dict[str, FileEntry]) -> None:
+    """The copied weights are the ones whose hash the plan took (not rewritten in between)."""
+    for d in plan.dictionaries:
+        entry = files.get(f"{d.folder}/{WEIGHTS_FILE}")
+        if entry is None or entry.sha256 != d.sae_weights_sha256:
+            raise ConfigError(f"the weights of dictionary {d.id!r} changed while they were exported; export again")
 
 
 def _file_entries(root: Path) -> dict[str, FileEntry]:
@@ -374,11 +382,13 @@ def export_atlas(atlas: Path, out: Path, store_url: str | None = None) -> Export
     db = create_database(url)
     staging = _staging_dir(out, "partial")
     try:
-        plan = _plan_export(db, layout.root)
-        for source, target in plan.copies:
-            _copy_into(source, staging / target)
-        tables = write_dump(db, staging / STORE_DIR, _rewrite_paths(plan))
+        with snapshot(db) as conn:  # the plan and the rows come from one state of the store
+            plan = _plan_export(conn, layout.root)
+            for source, target in plan.copies:
+                _copy_into(source, staging / target)
+            tables = write_dump(conn, staging / STORE_DIR, _rewrite_paths(plan))
         files = _file_entries(staging)
+        _check_copied_weights(plan, files)
         manifest = AtlasManifest(
             created_at=_utcnow(), source_store=db.dialect.name, models=plan.models,
             dictionaries=plan.dictionaries, corpora=plan.corpora, tables=tables, files=files,
@@ -575,6 +585,6 @@ def _move(unpacked: Path, built: Path, location: str) -> None:
     if not source.exists():
         raise FormatError(f"the file set lacks {location}, which its manifest names")
     if target.exists():
-        return  # a folder already moved with its parent (e.g. a tokenizer inside the model folder)
+        return  # listed twice in the manifest: already in place
     target.parent.mkdir(parents=True, exist_ok=True)
     source.rename(target)

@@ -124,24 +124,23 @@ def decode_value(column_type: Any, value: Any) -> Any:
     return value
 
 
-def write_dump(db: Engine, folder: Path, transform: RowTransform | None = None) -> dict[str, int]:
-    """Write every published row of the store at `db` to `folder/<table>.jsonl`, all from one
-    snapshot; `transform(table, row)` may rewrite a row (Python values) before it is written.
-    Returns the number of rows per table."""
+def write_dump(conn: Connection, folder: Path, transform: RowTransform | None = None) -> dict[str, int]:
+    """Write every published row of the store to `folder/<table>.jsonl` through `conn` (a
+    `snapshot`, so all tables agree); `transform(table, row)` may rewrite a row (Python values)
+    before it is written. Returns the number of rows per table."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    with snapshot(db) as conn:
-        for table in dumped_tables():
-            n = 0
-            with dump_file(folder, table.name).open("w", encoding="utf-8") as fh:
-                for row in read_rows(conn, table):
-                    if transform is not None:
-                        row = transform(table.name, row)
-                    encoded = {c.name: encode_value(c.type, row[c.name]) for c in table.columns if c.name in row}
-                    fh.write(json.dumps(encoded, ensure_ascii=False, separators=(",", ":")) + "\n")
-                    n += 1
-            counts[table.name] = n
+    for table in dumped_tables():
+        n = 0
+        with dump_file(folder, table.name).open("w", encoding="utf-8") as fh:
+            for row in read_rows(conn, table):
+                if transform is not None:
+                    row = transform(table.name, row)
+                encoded = {c.name: encode_value(c.type, row[c.name]) for c in table.columns if c.name in row}
+                fh.write(json.dumps(encoded, ensure_ascii=False, separators=(",", ":")) + "\n")
+                n += 1
+        counts[table.name] = n
     return counts
 
 
