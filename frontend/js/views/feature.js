@@ -1,7 +1,8 @@
 // Feature page (#/feature/<dictionary>/<index>, shareable): label and explanations with scores,
 // density and activation statistics, the activation histogram with quantile interval edges, top
 // examples then interval groups with tokens shaded by activation, logit effects, nearest features and
-// best matches in other dictionaries, and a "try your own text" box (live activations and ablation).
+// best matches in other dictionaries, which attention heads the decoder direction lives in (attn.hook_z
+// dictionaries), and a "try your own text" box (live activations and ablation).
 
 import { api } from '../api.js';
 import { h, append, fmt, fmtDensity, loading, errorBox, setContent } from '../dom.js';
@@ -66,6 +67,23 @@ async function logitsHistogram(el, detail) {
     height: 160, bargap: 0.02, margin: { t: 8, b: 36 },
     xaxis: { title: { text: 'logit effect over the vocabulary' } }, yaxis: { title: { text: 'tokens' } }, showlegend: false,
   });
+}
+
+/** Per-head share of the decoder norm (attn.hook_z dictionaries): one bar per head, null otherwise. */
+function headSharesBlock(detail) {
+  const shares = detail.head_norm_share;
+  if (!Array.isArray(shares) || !shares.length) return null;
+  const best = shares.reduce((b, v, i) => (v > shares[b] ? i : b), 0);
+  return h('section', { class: 'card head-shares' },
+    h('h3', { title: "Each head's share of the squared norm of the decoder direction (sums to 1)" }, 'Heads'),
+    h('table', { class: 'data compact head-share-list' }, h('tbody', {}, shares.map((v, i) => h('tr', { class: i === best ? 'best' : null },
+      h('td', {}, `H${i}`),
+      h('td', { class: 'wide' }, h('div', {
+        class: 'head-share-bar',
+        title: `head ${i}: ${(100 * v).toFixed(1)}% of the decoder norm²`,
+        style: { width: `${Math.max(0, Math.min(1, v)) * 100}%`, height: '0.8em', background: COLOURS[0] },
+      })),
+      h('td', { class: 'num' }, `${(100 * v).toFixed(1)}%`))))));
 }
 
 function exampleRow(ex, detail, opts = {}) {
@@ -210,6 +228,7 @@ function featureGrid(dict, detail, prefixes, hosts) {
       h('section', { class: 'card' }, h('h3', {}, 'Logit effects'),
         h('div', { class: 'logit-tables' }, logitTable('promoted', detail.logits_top, 'logits-top'), logitTable('suppressed', detail.logits_bottom, 'logits-bottom')),
         hosts.logitsHistEl),
+      headSharesBlock(detail),
       h('section', { class: 'card' }, neighboursBlock(dict, detail, prefixes))),
     h('div', { class: 'col-main' },
       tryYourOwn(dict, detail),
