@@ -181,3 +181,13 @@ def test_a_store_made_before_head_shares_is_read_and_then_gets_the_column(hook_z
             assert add_missing_feature_columns(conn) == []
     finally:
         db.dispose()
+
+
+def test_dictionaries_at_other_hook_points_have_no_head_shares(demo_atlas) -> None:
+    from saescope.store.reader import StoreReader
+
+    reader = StoreReader.from_url(demo_atlas.store_url)
+    try:
+        assert reader.get_feature("relu-64", 0)["head_norm_share"] is None  # blocks.0.mlp.hook_post
+    finally:
+        reader.close()
