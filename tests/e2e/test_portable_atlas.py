@@ -264,6 +264,24 @@ def test_import_refuses_a_file_the_manifest_does_not_list(demo_atlas: Any, tmp_p
         import_atlas(out, tmp_path / "copy")
 
 
+def test_import_refuses_an_archive_member_the_manifest_does_not_list(demo_atlas: Any, tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    export_atlas(demo_atlas.root, out)
+    archive = tmp_path / "extra.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(out / MANIFEST, arcname=MANIFEST)
+        tar.addfile(_regular("model/extra.txt", b"payload"), io.BytesIO(b"payload"))
+    with pytest.raises(FormatError, match="does not list"):
+        import_atlas(archive, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
+def test_import_refuses_an_archive_without_a_manifest_first(tmp_path: Path) -> None:
+    archive = _tar_with(tmp_path / "plain.tar", _regular("model/config.json"))
+    with pytest.raises(FormatError, match="must start with a manifest.json"):
+        import_atlas(archive, tmp_path / "copy")
+
+
 def test_import_refuses_a_folder_that_is_not_empty(archive: Path, tmp_path: Path) -> None:
     target = tmp_path / "copy"
     target.mkdir()

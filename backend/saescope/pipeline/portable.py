@@ -418,8 +418,18 @@ def _write_stream(source: BinaryIO, target: Path) -> None:
         shutil.copyfileobj(source, fh, COPY_BLOCK)
 
 
-def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
-    """Write one archive member under `dest`: a folder or a regular file that stays inside it."""
+def _check_listed(rel: PurePosixPath, size: int, manifest: AtlasManifest) -> None:
+    """Refuse a file the manifest does not list, or lists with another size, before writing it."""
+    entry = manifest.files.get(rel.as_posix())
+    if entry is None:
+        raise FormatError(f"the file set holds files its manifest does not list: {rel.as_posix()}")
+    if entry.size != size:
+        raise FormatError(f"{rel.as_posix()} does not match the size in the manifest: the file set is damaged")
+
+
+def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, manifest: AtlasManifest | None) -> None:
+    """Write one archive member under `dest`: a folder, or a regular file that stays inside it and
+    that the manifest lists with its size (the manifest itself comes first)."""
     rel = safe_relative(member.name)
     if member.issym() or member.islnk():
         raise ConfigError(f"refusing file set member {member.name!r}: links are not allowed")
@@ -430,6 +440,11 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) ->
         target.mkdir(parents=True, exist_ok=True)
         return
     _refuse_pickle(rel.name)
+    if manifest is None and (rel.as_posix() != MANIFEST or member.size > MAX_MANIFEST_BYTES):
+        raise FormatError(f"the archive must start with a {MANIFEST} of at most {MAX_MANIFEST_BYTES >> 20} MiB: "
+                          "not a saescope atlas export")
+    if manifest is not None:
+        _check_listed(rel, member.size, manifest)
     if target.exists():
         raise ConfigError(f"refusing file set member {member.name!r}: it appears twice")
     stream = tar.extractfile(member)
@@ -439,28 +454,40 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) ->
         _write_stream(stream, target)
 
 
-def _unpack_tar(archive: Path, dest: Path) -> None:
-    """Unpack `archive` into `dest` member by member (never `extractall`): regular files and folders
-    only; anything else refuses the whole archive."""
+def _unpack_tar(archive: Path, dest: Path) -> AtlasManifest:
+    """Unpack `archive` into `dest` member by member (never `extractall`): its manifest first, then
+    only the folders and regular files it lists; anything else refuses the whole archive."""
+    manifest: AtlasManifest | None = None
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                _unpack_member(tar, member, dest)
+                _unpack_member(tar, member, dest, manifest)
+                if manifest is None and member.isfile():
+                    manifest = _read_manifest(dest / MANIFEST)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise FormatError(f"{archive} is not a readable, complete tar archive ({exc})") from None
+    if manifest is None:
+        raise FormatError(f"{archive} holds no {MANIFEST}: not a saescope atlas export")
+    return manifest
 
 
-def _unpack_folder(folder: Path, dest: Path) -> None:
+def _unpack_folder(folder: Path, dest: Path) -> AtlasManifest:
+    """Copy the file set folder `folder` into `dest`: its manifest, then the regular files it lists."""
+    manifest = _read_manifest(folder / MANIFEST)
     for path in _walk_files(folder):
         rel = safe_relative(path.relative_to(folder).as_posix())
         _refuse_pickle(rel.name)
+        if rel.as_posix() != MANIFEST:
+            _check_listed(rel, path.stat().st_size, manifest)
         with path.open("rb") as fh:
             _write_stream(fh, dest.joinpath(*rel.parts))
+    return manifest
 
 
-def _read_manifest(unpacked: Path) -> AtlasManifest:
-    path = unpacked / MANIFEST
-    if not path.is_file():
+def _read_manifest(path: Path) -> AtlasManifest:
+    """The validated manifest at `path` (FormatError when missing, too large, invalid or of another
+    format or schema version)."""
+    if path.is_symlink() or not path.is_file():
         raise FormatError(f"the file set has no {MANIFEST}: not a saescope atlas export")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise FormatError(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
@@ -549,10 +576,9 @@ def import_atlas(source: Path, atlas: Path, store_url: str | None = None) -> Imp
     placed = False
     try:
         if source.is_dir():
-            _unpack_folder(source, unpacked)
+            manifest = _unpack_folder(source, unpacked)
         else:
-            _unpack_tar(source, unpacked)
-        manifest = _read_manifest(unpacked)
+            manifest = _unpack_tar(source, unpacked)
         verify_files(unpacked, manifest)
         for entry in manifest.models:
             if entry.included:
