@@ -7,6 +7,8 @@ holds no logic and imports no other stage.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -41,8 +43,20 @@ class PrecomputeConfig(BaseModel):
     logit_histogram_bins: int = Field(50, ge=2, le=500, description="Bins of the logit-effect histogram.")
     neighbours_k: int = Field(10, ge=0, le=100, description="Nearest features (decoder cosine) per feature.")
     umap: bool = Field(True, description="Compute a 2-D UMAP of decoder directions per hook point.")
+    umap_kinds: list[Literal["sae", "neurons", "random", "pca", "ica"]] = Field(
+        ["sae"], description="Kinds of dictionary co-embedded on a hook point's map (SAEs by default: the "
+        "baselines' orthogonal or random directions carry no shared structure and crowd the plane). A hook "
+        "point with none of these kinds maps all of its dictionaries.",
+    )
+    umap_include_dead: bool = Field(
+        False, description="Also map features that never fired in the scanned contexts (their decoder rows are "
+        "untrained noise); off: they get no map coordinates.",
+    )
     umap_n_neighbors: int = Field(15, ge=2, description="UMAP n_neighbors (capped for tiny dictionaries).")
     umap_min_dist: float = Field(0.1, ge=0.0, description="UMAP min_dist.")
+    umap_metric: Literal["cosine", "euclidean", "correlation"] = Field(
+        "cosine", description="UMAP metric between unit-norm decoder directions."
+    )
     label_tokens: int = Field(3, ge=1, le=20, description="Tokens/n-grams joined into the short label.")
     top_tokens: int = Field(10, ge=1, le=50, description="Tokens written to the searchable top_tokens.")
     activation_decimals: int = Field(4, ge=1, le=8, description="Decimals kept for stored activations.")

@@ -2,9 +2,11 @@
 
 Owns cosine similarities between decoder rows `W_dec [d_sae, d_in]`: top-k neighbours within a
 dictionary (chunked matmul, self excluded), each feature's best match in another dictionary of the
-same hook point (its max cosine similarity, "MCS"), and a 2-D UMAP (metric cosine, fixed
-random_state) that co-embeds all dictionaries of one hook point in one plane. Tiny inputs fall
-back gracefully (fewer neighbours; PCA for fewer than 4 points). Arrays in, arrays out.
+same hook point (its max cosine similarity, "MCS"), and a 2-D UMAP (metric cosine by default, fixed
+random_state) that co-embeds the chosen dictionaries of one hook point in one plane, leaving out the
+rows a mask excludes (dead features: their decoder rows are still the random init and would fill the
+plane with noise). Tiny inputs fall back gracefully (fewer neighbours; PCA for fewer than 4 points).
+Arrays in, arrays out.
 """
 
 from __future__ import annotations
@@ -65,9 +67,10 @@ def best_matches(w_a: Tensor, w_b: Tensor, chunk: int = 2048) -> tuple[np.ndarra
 
 
 def umap_layout(
-    decoders: Sequence[Tensor], seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1
+    decoders: Sequence[Tensor], seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1,
+    metric: str = "cosine",
 ) -> list[np.ndarray]:
-    """2-D coordinates `[d_sae_i, 2]` for each decoder, all embedded together (metric cosine)."""
+    """2-D coordinates `[d_sae_i, 2]` for each decoder, all embedded together."""
     x = torch.cat([unit_rows(w).cpu() for w in decoders]).numpy().astype(np.float32)
     n = x.shape[0]
     if n == 0:
@@ -87,7 +90,7 @@ def umap_layout(
                 n_components=2,
                 n_neighbors=max(2, min(n_neighbors, n - 1)),
                 min_dist=min_dist,
-                metric="cosine",
+                metric=metric,
                 random_state=seed,
                 init="spectral" if n > 16 else "random",
             )
@@ -96,4 +99,21 @@ def umap_layout(
     for w in decoders:
         out.append(coords[lo : lo + w.shape[0]])
         lo += w.shape[0]
+    return out
+
+
+def masked_umap_layout(
+    decoders: Sequence[Tensor], keep: Sequence[np.ndarray | None], seed: int = 0, n_neighbors: int = 15,
+    min_dist: float = 0.1, metric: str = "cosine",
+) -> list[np.ndarray]:
+    """Like `umap_layout`, embedding only the rows where `keep[i]` (bool `[d_sae_i]`; None keeps all);
+    the rows left out get NaN coordinates."""
+    masks = [np.ones(w.shape[0], bool) if m is None else np.asarray(m, bool) for w, m in zip(decoders, keep)]
+    kept = [w[torch.from_numpy(m).to(w.device)] for w, m in zip(decoders, masks)]
+    coords = umap_layout(kept, seed=seed, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric)
+    out = []
+    for m, c in zip(masks, coords):
+        full = np.full((m.shape[0], 2), np.nan, np.float32)
+        full[m] = c
+        out.append(full)
     return out

@@ -150,8 +150,8 @@ def feature_records(
             "histogram": {"edges": [round_sig(v, 7) for v in hedges[f].tolist()], "counts": hcounts[f].tolist()}
             if alive else {"edges": [], "counts": []},
             "quantile_edges": [round_sig(v, 7) for v in qedges[f].tolist()] if alive else [],
-            "umap_x": float(umap[f, 0]) if umap is not None else None,
-            "umap_y": float(umap[f, 1]) if umap is not None else None,
+            "umap_x": float(umap[f, 0]) if umap is not None and np.isfinite(umap[f]).all() else None,
+            "umap_y": float(umap[f, 1]) if umap is not None and np.isfinite(umap[f]).all() else None,
             **_logit_columns(analyses.logits, f, vocab),
             "head_norm_share": _head_shares(analyses.logits, f),
             "neighbours": [

@@ -3,7 +3,8 @@
 Owns `precompute_and_publish`, the step the pipeline runs after training: the streaming precompute
 (`analysis.precompute`), the per-dictionary analyses (logit effects, neighbours, cross-dictionary
 matches, UMAP, labels — `analysis`), loading the weights of the ready dictionaries already stored at
-the same hook points (they join the map and the matches), the provenance of each dictionary (model,
+the same hook points (they join the map and the matches), choosing what each hook point's map shows
+(the kinds in `PrecomputeConfig.umap_kinds`, SAEs by default; features that never fired left out), the provenance of each dictionary (model,
 hook point, corpus, token count, seeds, saescope version, sha256 of its weights file), then hands the
 finished records to `store.publish` (one final transaction makes them visible) and fills the
 pre-rendered feature pages (`store.pages`). Also detects stale dashboards (`stale_dictionaries`,
@@ -26,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm.auto import tqdm
 
 from saescope.analysis.config import PrecomputeConfig
-from saescope.analysis.geometry import best_matches, nearest_neighbours, umap_layout
+from saescope.analysis.geometry import best_matches, masked_umap_layout, nearest_neighbours
 from saescope.analysis.labels import top_token_labels, vocab_strings
 from saescope.analysis.logit_effects import logit_effects
 from saescope.analysis.precompute import DictionaryAnalysis, PrecomputeResult, clear_state, run_precompute
@@ -104,6 +105,7 @@ class _Other:
 
     stored: StoredDictionary
     w_dec: Any  # Tensor [d_sae, d_in]
+    kind: str = "sae"
     umap: np.ndarray | None = None  # [d_sae, 2]
     new_matches: list[Match] = field(default_factory=list)
 
@@ -243,21 +245,36 @@ def _load_others(db: Engine, model_id: str, entries: Sequence[DictionaryEntry], 
         except (FormatError, OSError):
             continue
         if len(stored.labels) == d.d_sae:
-            out.append(_Other(stored, d.W_dec.detach()))
+            out.append(_Other(stored, d.W_dec.detach(), d.kind))
     return out
 
 
-def _umap_by_hook(entries: Sequence[DictionaryEntry], others: Sequence[_Other],
+def _mapped_kinds(kinds: Sequence[str], config: PrecomputeConfig) -> set[str]:
+    """The kinds of dictionary drawn on one hook point's map: those configured, or every kind present
+    when the hook point has none of them."""
+    chosen = set(config.umap_kinds) & set(kinds)
+    return chosen or set(kinds)
+
+
+def _umap_by_hook(entries: Sequence[DictionaryEntry], pre: PrecomputeResult, others: Sequence[_Other],
                   config: PrecomputeConfig) -> dict[int, np.ndarray]:
-    """UMAP coordinates of each entry (by position), one shared plane per hook point with the others."""
+    """UMAP coordinates of the mapped entries (by position), one shared plane per hook point with the
+    mapped others; features left out (dead ones unless `umap_include_dead`) get NaN coordinates."""
     by_hook: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
         by_hook.setdefault(e.dictionary.metadata.hook_name, []).append(i)
     umaps: dict[int, np.ndarray] = {}
     for hook, idxs in tqdm(by_hook.items(), desc="umap", disable=not config.progress):
         olds = [o for o in others if o.stored.hook_name == hook]
-        coords = umap_layout([entries[i].dictionary.W_dec for i in idxs] + [o.w_dec for o in olds],
-                             seed=config.seed, n_neighbors=config.umap_n_neighbors, min_dist=config.umap_min_dist)
+        kinds = _mapped_kinds([entries[i].dictionary.kind for i in idxs] + [o.kind for o in olds], config)
+        idxs = [i for i in idxs if entries[i].dictionary.kind in kinds]
+        olds = [o for o in olds if o.kind in kinds]
+        keep = [None if config.umap_include_dead else pre.analyses[i].stats.fire_count.numpy() > 0 for i in idxs]
+        coords = masked_umap_layout(
+            [entries[i].dictionary.W_dec for i in idxs] + [o.w_dec for o in olds], keep + [None] * len(olds),
+            seed=config.seed, n_neighbors=config.umap_n_neighbors, min_dist=config.umap_min_dist,
+            metric=config.umap_metric,
+        )
         umaps.update(zip(idxs, coords))
         for o, c in zip(olds, coords[len(idxs):]):
             o.umap = c
@@ -290,7 +307,7 @@ def analyse_dictionaries(
     others: Sequence[_Other] = (),
 ) -> list[FeatureAnalyses]:
     """Logit effects, neighbours, matches, UMAP and labels of every entry (in order)."""
-    umaps = _umap_by_hook(entries, others, config) if config.umap else {}
+    umaps = _umap_by_hook(entries, pre, others, config) if config.umap else {}
     out = []
     for i, (e, a) in enumerate(zip(entries, pre.analyses)):
         d, md = e.dictionary, e.dictionary.metadata
