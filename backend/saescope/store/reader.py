@@ -225,6 +225,7 @@ def _model_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         "location": row["location"],
         "tokenizer": row["tokenizer"],
         "n_ctx": int(row["n_ctx"]),
+        "model_n_ctx": int(row["n_ctx"]),
         "d_vocab": int(cfg.get("d_vocab") or 0),
         "n_layers": int(cfg.get("n_layers") or 0),
         "d_model": int(cfg.get("d_model") or 0),
@@ -366,14 +367,25 @@ class StoreReader:
         """Every model that has at least one ready dictionary, or every model when none has."""
         with self.db.connect() as conn:
             rows = conn.execute(select(*_MODEL_COLUMNS).order_by(ModelRow.id)).mappings().all()
-        return [_model_dict(r) for r in rows]
+            return [self._with_stored_context_length(conn, _model_dict(r)) for r in rows]
+
+    @staticmethod
+    def _with_stored_context_length(conn: Any, model: dict[str, Any]) -> dict[str, Any]:
+        """`model` with `n_ctx` set to the length of its stored contexts (the model's own context
+        length stays in `model_n_ctx`; a model without contexts keeps it as `n_ctx`)."""
+        tokens = conn.execute(
+            select(ContextRow.tokens).where(ContextRow.model_id == model["id"]).limit(1)
+        ).scalar()
+        if tokens:
+            model["n_ctx"] = len(tokens)
+        return model
 
     def get_model(self, model_id: str) -> dict[str, Any]:
         with self.db.connect() as conn:
             row = conn.execute(select(*_MODEL_COLUMNS).where(ModelRow.id == model_id)).mappings().first()
-        if row is None:
-            raise NotFoundError(f"model {model_id!r} not found in the store")
-        return _model_dict(row)
+            if row is None:
+                raise NotFoundError(f"model {model_id!r} not found in the store")
+            return self._with_stored_context_length(conn, _model_dict(row))
 
     def vocab(self, model_id: str) -> list[str]:
         """Token id -> display string of a model (cached)."""
