@@ -85,7 +85,7 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         SAETrainingConfig(**{**config_fields, "tokens": args.tokens or 1})  # refuse bad options before reading
         result = train_sae_on_activations(
             args.activations, config_fields, args.out, hook_name=args.hook, model_name=args.model,
-            checkpoint_every=checkpoint_every, resume=not args.no_resume,
+            checkpoint_every=checkpoint_every, resume=not args.no_resume, max_norm_ratio=args.max_norm_ratio or None,
         )
     else:
         from saescope.pipeline.dictionaries import train_sae_on_model
@@ -93,6 +93,7 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         result = train_sae_on_model(
             args.model, args.hook or DEFAULT_HOOK, SAETrainingConfig(**config_fields), args.out, device=args.device,
             checkpoint_every=checkpoint_every, resume=not args.no_resume, eval_contexts=args.eval_contexts,
+            max_norm_ratio=args.max_norm_ratio or None,
         )
     print(f"saved {args.architecture} SAE with {args.d_sae} features to {args.out}")
     if hasattr(result, "summary"):
@@ -319,6 +320,9 @@ def _add_training(add: _Adder) -> None:
     p.add_argument("--hook", default=None, help=f"{HOOK_HELP} (default {DEFAULT_HOOK} with --model; with "
                    "--activations the hook the activations come from, recorded for evaluate/precompute; a cache "
                    "folder records its own)")
+    p.add_argument("--max-norm-ratio", dest="max_norm_ratio", type=float, default=10.0, metavar="R",
+                   help="leave out of training the activation rows whose norm exceeds R times the median "
+                   "(massive activations, e.g. at BOS); counted in the folder's notes (default 10; 0 keeps all)")
     p.add_argument("--eval-contexts", dest="eval_contexts", type=int, default=128, metavar="N",
                    help="with --model: held-out contexts for the final evaluation (default 128; 0 skips it)")
     p.add_argument("--architecture", default="relu",

@@ -160,3 +160,28 @@ def test_a_bad_hook_is_refused_before_the_model_loads(tmp_path: Path, tiny_lm_di
         code = main([*command, "--hook", hook, "--out", str(tmp_path / "out")])
         assert code == 2
         assert message in capsys.readouterr().err
+
+
+def test_massive_activation_rows_are_left_out_of_training_and_counted(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    acts = np.random.default_rng(0).standard_normal((2048, 128)).astype(np.float32)
+    acts[::128] *= 50.0  # one position in 128 (a BOS-like position) with ~50x the typical norm
+    path = tmp_path / "acts.npy"
+    np.save(path, acts)
+    out = tmp_path / "sae"
+    assert main(["train-sae", "--activations", str(path), "--hook", HOOK, "--d-sae", "32", "--batch-size", "256",
+                 "--out", str(out)]) == 0
+    notes = json.loads((out / "training_config.json").read_text())
+    assert (notes["max_norm_ratio"], notes["excluded_massive_rows"]) == (10.0, 16)
+    assert "left out 16 massive-activation rows" in capsys.readouterr().err
+
+
+def test_max_norm_ratio_zero_keeps_every_row(tmp_path: Path) -> None:
+    acts = np.random.default_rng(0).standard_normal((2048, 128)).astype(np.float32)
+    acts[::128] *= 50.0
+    path = tmp_path / "acts.npy"
+    np.save(path, acts)
+    out = tmp_path / "sae"
+    assert main(["train-sae", "--activations", str(path), "--hook", HOOK, "--d-sae", "32", "--batch-size", "256",
+                 "--max-norm-ratio", "0", "--out", str(out)]) == 0
+    assert json.loads((out / "training_config.json").read_text())["excluded_massive_rows"] == 0

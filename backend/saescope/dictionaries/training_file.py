@@ -8,6 +8,13 @@ resume work the same way: a run killed at any point and restarted with `resume=T
 exactly the weights of an uninterrupted run. The result folder is written in SAELens format through
 `saelens_format.save_dictionary`, plus `history.json` and `training_config.json`. It knows nothing
 about language models.
+
+Massive activations: a few positions of many language models (the first token, BOS, some
+delimiters) carry residual-stream norms ten or more times the typical one. Left in, they dominate
+the reconstruction loss and the normalisation scale. `MassiveRowFilter` drops, from every training
+chunk, the rows whose L2 norm exceeds `max_norm_ratio` times the chunk's median row norm; the
+number dropped is counted and written to `training_config.json` (`excluded_massive_rows`).
+`max_norm_ratio=None` keeps every row.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import Tensor
 
+from saescope.activations.batches import ChunkSource
 from saescope.activations.matrix_file import ActivationMatrix, MatrixChunks
 from saescope.atomic_files import write_json
 from saescope.dictionaries.architectures import TRAINING_NAMES, check_training_name
@@ -27,10 +36,50 @@ from saescope.dictionaries.training_checkpoint import CHECKPOINT_DIR, CHECKPOINT
 from saescope.dictionaries.training_stream import train_saes_from_chunks
 from saescope.errors import ConfigError
 
-__all__ = ["CHECKPOINT_DIR", "CHECKPOINT_FILE", "TrainSAEOptions", "train_sae_from_file", "train_saes_from_file"]
+__all__ = [
+    "CHECKPOINT_DIR", "CHECKPOINT_FILE", "DEFAULT_MAX_NORM_RATIO", "MassiveRowFilter", "TrainSAEOptions",
+    "train_sae_from_file", "train_saes_from_file",
+]
 
 HISTORY_FILE = "history.json"
 TRAINING_CONFIG_FILE = "training_config.json"
+DEFAULT_MAX_NORM_RATIO = 10.0  # rows above this multiple of the median norm are massive activations
+
+
+class MassiveRowFilter:
+    """A `ChunkSource` that passes on the chunks of `source` without their massive-activation rows:
+    rows whose L2 norm exceeds `max_norm_ratio` times the chunk's median row norm. A pure function
+    of the chunk index, like its source, so checkpoints resume exactly; `excluded` counts the rows
+    dropped per chunk index (each chunk counted once however often it is read)."""
+
+    def __init__(self, source: ChunkSource, max_norm_ratio: float) -> None:
+        if max_norm_ratio <= 1:
+            raise ConfigError(f"max_norm_ratio must be above 1 (a multiple of the median norm); got {max_norm_ratio}")
+        self.source, self.max_norm_ratio = source, float(max_norm_ratio)
+        self.n_chunks = source.n_chunks
+        self._excluded: dict[int, int] = {}
+
+    def chunk(self, index: int) -> Tensor | None:
+        rows = self.source.chunk(index)
+        if rows is None or rows.shape[0] == 0:
+            return rows
+        norms = rows.float().norm(dim=-1)  # [rows]
+        keep = norms <= self.max_norm_ratio * norms.median()
+        self._excluded[index] = int((~keep).sum())
+        return rows if bool(keep.all()) else rows[keep]
+
+    @property
+    def excluded(self) -> int:
+        """Rows dropped from the chunks read so far."""
+        return sum(self._excluded.values())
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**self.source.fingerprint(), "max_norm_ratio": self.max_norm_ratio}
+
+
+def without_massive_rows(source: ChunkSource, max_norm_ratio: float | None) -> ChunkSource:
+    """`source` wrapped in a `MassiveRowFilter`, or `source` itself when `max_norm_ratio` is None."""
+    return source if max_norm_ratio is None else MassiveRowFilter(source, max_norm_ratio)
 
 
 class TrainSAEOptions(BaseModel):
@@ -106,8 +155,12 @@ def train_saes_from_file(
     progress: bool = True,
     keep_checkpoint: bool = False,
     callback: Callable[[int], None] | None = None,
+    max_norm_ratio: float | None = None,
 ) -> list[TrainingResult]:
     """Train every config in one pass over the matrix at `path`, writing one SAELens folder each.
+
+    `max_norm_ratio` drops massive-activation rows (norm above that multiple of the chunk median)
+    from training; the count is written to each folder's training_config.json.
 
     The file is read as `MatrixChunks` (blocks of `shuffle_buffer_tokens` rows in a seeded order,
     shuffled within) through `train_saes_from_chunks`; `checkpoint_every` (tokens) writes
@@ -129,7 +182,10 @@ def train_saes_from_file(
             raise ConfigError("a sweep over one file needs equal batch_size, tokens, seed and shuffle_buffer_tokens")
     matrix = ActivationMatrix(path)
     out_dirs = [Path(o) for o in out_dirs]
-    source = MatrixChunks(matrix, max(first.shuffle_buffer_tokens, first.batch_size), first.seed, first.tokens)
+    source = without_massive_rows(
+        MatrixChunks(matrix, max(first.shuffle_buffer_tokens, first.batch_size), first.seed, first.tokens),
+        max_norm_ratio,
+    )
     if metadata is None:
         metadata = DictionaryMetadata(dataset_path=str(matrix.path))
     results = train_saes_from_chunks(
@@ -143,6 +199,8 @@ def train_saes_from_file(
             "config": config.model_dump(),
             "normalization_scale": result.normalization_scale,
             "activations": matrix.fingerprint(),
+            "max_norm_ratio": max_norm_ratio,
+            "excluded_massive_rows": source.excluded if isinstance(source, MassiveRowFilter) else 0,
         })
     return results
 
@@ -157,10 +215,12 @@ def train_sae_from_file(
     progress: bool = True,
     keep_checkpoint: bool = False,
     callback: Callable[[int], None] | None = None,
+    max_norm_ratio: float | None = None,
 ) -> TrainingResult:
     """Train one SAE on the matrix at `path` (.safetensors tensor 'activations' or .npy, [n, d_in]);
     write the SAELens folder `out_dir` (+ history.json, training_config.json). Checkpoints every
-    `checkpoint_every` tokens to `out_dir/checkpoint/`; `resume=True` continues one exactly."""
+    `checkpoint_every` tokens to `out_dir/checkpoint/`; `resume=True` continues one exactly;
+    `max_norm_ratio` drops massive-activation rows (see the module docstring)."""
     return train_saes_from_file(
         path,
         [config],
@@ -171,4 +231,5 @@ def train_sae_from_file(
         progress=progress,
         keep_checkpoint=keep_checkpoint,
         callback=callback,
+        max_norm_ratio=max_norm_ratio,
     )[0]

@@ -14,6 +14,7 @@ told otherwise, saying how many passes a longer run makes.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from saescope.activations.cache import MANIFEST_FILE, ActivationCache
 from saescope.activations.matrix_file import ActivationMatrix, save_activation_matrix
 from saescope.dictionaries.base import DictionaryMetadata
 from saescope.dictionaries.training import SAETrainingConfig, TrainingResult
-from saescope.dictionaries.training_file import train_sae_from_file
+from saescope.dictionaries.training_file import DEFAULT_MAX_NORM_RATIO, TRAINING_CONFIG_FILE, train_sae_from_file
 from saescope.errors import ConfigError
 from saescope.pipeline.contexts import contexts_for_tokens, corpus_contexts, model_context_length
 from saescope.pipeline.dictionaries import activation_rows, load_model
@@ -108,11 +109,14 @@ def train_sae_on_activations(
     checkpoint_every: int | None = 1_000_000,
     resume: bool = True,
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    max_norm_ratio: float | None = DEFAULT_MAX_NORM_RATIO,
 ) -> TrainingResult:
     """Train one SAE on the activation matrix or cache folder at `path` and write `out` (SAELens).
 
     `config_fields` are `SAETrainingConfig` fields; without `tokens` the run makes one pass over
-    the rows. More than one pass is announced through `say`, as is a folder without a hook point."""
+    the rows. More than one pass is announced through `say`, as is a folder without a hook point.
+    Rows above `max_norm_ratio` times the median norm (massive activations) are left out of training
+    and counted (None keeps them)."""
     metadata = activations_metadata(path, hook_name, model_name)
     matrix_path = training_matrix(path)
     n_rows = ActivationMatrix(matrix_path).n
@@ -126,6 +130,11 @@ def train_sae_on_activations(
     if not metadata.hook_name:
         say("no --hook given: the SAE folder records no hook point, so evaluate and precompute will refuse it; "
             "pass --hook HOOK (and --model LOCATION to record the model)")
-    return train_sae_from_file(
-        matrix_path, config, out, checkpoint_every=checkpoint_every, resume=resume, metadata=metadata
+    result = train_sae_from_file(
+        matrix_path, config, out, checkpoint_every=checkpoint_every, resume=resume, metadata=metadata,
+        max_norm_ratio=max_norm_ratio,
     )
+    excluded = json.loads((Path(out) / TRAINING_CONFIG_FILE).read_text()).get("excluded_massive_rows", 0)
+    if excluded:
+        say(f"left out {excluded:,} massive-activation rows (norm above {max_norm_ratio:g}x the median) from training")
+    return result

@@ -48,6 +48,7 @@ from saescope.dictionaries.postprocess import (
 from saescope.dictionaries.saelens_format import CFG_FILE, WEIGHTS_FILE, load_dictionary, save_dictionary
 from saescope.dictionaries.training import SAETrainingConfig, TrainingResult
 from saescope.dictionaries.training_checkpoint import CHECKPOINT_DIR, remove_checkpoint
+from saescope.dictionaries.training_file import DEFAULT_MAX_NORM_RATIO, MassiveRowFilter, without_massive_rows
 from saescope.dictionaries.training_stream import train_saes_from_chunks
 from saescope.errors import ConfigError
 from saescope.lm.loading import load_lm, peek_layer_count
@@ -248,13 +249,16 @@ def train_sae_on_model(
     checkpoint_every: int | None = 1_000_000,
     resume: bool = True,
     eval_contexts: int = 128,
+    max_norm_ratio: float | None = DEFAULT_MAX_NORM_RATIO,
 ) -> TrainingResult:
     """Train one SAE on activations streamed from `model_location` at `hook_name`; write an SAELens folder.
 
     Checkpoints every `checkpoint_every` tokens to `out/checkpoint/`, as `train-sae --activations`
     does; with `resume=True` a rerun continues an interrupted run exactly, without re-running the
     model over the contexts it already trained on. The final held-out evaluation runs over
-    `eval_contexts` contexts with a progress bar; 0 skips it (metrics.json then holds no metrics)."""
+    `eval_contexts` contexts with a progress bar; 0 skips it (metrics.json then holds no metrics).
+    Rows above `max_norm_ratio` times their chunk's median norm (massive activations, e.g. at BOS)
+    are left out of training and counted in training.json (None keeps them)."""
     if eval_contexts < 0:
         raise ConfigError("--eval-contexts must be 0 (skip the evaluation) or positive")
     model = load_model(model_location, device, (hook_name,))
@@ -263,14 +267,18 @@ def train_sae_on_model(
     metadata = DictionaryMetadata(
         model_name=str(model_location), hook_name=hook_name, context_size=n_ctx, dataset_path=CORPUS_NAME
     )
-    chunks = activation_chunks(model, shuffled_rows(contexts.tokens, config.seed), hook_name, config)
+    chunks = without_massive_rows(
+        activation_chunks(model, shuffled_rows(contexts.tokens, config.seed), hook_name, config), max_norm_ratio
+    )
     checkpoint_dir = Path(out) / CHECKPOINT_DIR
     result = train_saes_from_chunks(
         [config], chunks, metadata, progress=True, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, resume=resume, keep_checkpoint=True,
     )[0]
     notes = {"config": config.model_dump(), "history": result.history, "normalization_scale": result.normalization_scale,
-             "resumed_from_tokens": result.resumed_from_tokens, "eval_contexts": eval_contexts}
+             "resumed_from_tokens": result.resumed_from_tokens, "eval_contexts": eval_contexts,
+             "max_norm_ratio": max_norm_ratio,
+             "excluded_massive_rows": chunks.excluded if isinstance(chunks, MassiveRowFilter) else 0}
     if eval_contexts == 0:
         with atomic_folder(Path(out)) as partial:  # replaces `out` as a whole, the checkpoint folder included
             save_dictionary(result.dictionary.cpu(), partial, log10_sparsity=result.log10_density)
