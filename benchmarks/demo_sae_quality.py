@@ -40,6 +40,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "dead50k-aux1/8": {"dead_tokens": 50_000, "architecture_options": {"aux_coefficient": 0.125}},
     "dead20k-aux1/8": {"dead_tokens": 20_000, "architecture_options": {"aux_coefficient": 0.125}},
     "dead50k-aux1/2": {"dead_tokens": 50_000, "architecture_options": {"aux_coefficient": 0.5}},
+    "aux1/2": {"architecture_options": {"aux_coefficient": 0.5}},
+    "dead50k-aux1": {"dead_tokens": 50_000, "architecture_options": {"aux_coefficient": 1.0}},
+    "dead50k-aux2": {"dead_tokens": 50_000, "architecture_options": {"aux_coefficient": 2.0}},
     "dead50k-auxk512-aux1/8": {"dead_tokens": 50_000,
                                "architecture_options": {"aux_k": 512, "aux_coefficient": 0.125}},
     "lr5e-4-dead50k-aux1/8": {"lr": 5e-4, "dead_tokens": 50_000, "architecture_options": {"aux_coefficient": 0.125}},
@@ -135,10 +138,17 @@ def run_training(args: argparse.Namespace) -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     if args.map_atlas:
-        chosen = {n: r.dictionary for group in groups.values() for n in group
-                  for r in [trained_by_name[n]] if n in (args.map_candidates or [names[-1]])}
+        chosen = {n: trained_by_name[n].dictionary for n in (args.map_candidates or [best_candidate(results)])}
         publish_for_map(model, chosen, rows, Path(args.map_atlas), args.map_contexts)
         run_map(argparse.Namespace(atlas=args.map_atlas, top_tokens=5, tune=args.tune))
+
+
+def best_candidate(results: list[dict[str, Any]]) -> str:
+    """The candidate with the fewest dead features among those whose CE recovered is at least the
+    first candidate's (within 0.002)."""
+    floor = results[0]["ce_recovered"] - 0.002
+    ok = [r for r in results if r["ce_recovered"] >= floor] or results
+    return min(ok, key=lambda r: (r["dead"], -r["ce_recovered"]))["candidate"]
 
 
 def publish_for_map(model: Any, saes: dict[str, Any], rows: torch.Tensor, atlas: Path, n_contexts: int) -> None:
@@ -284,7 +294,7 @@ def main() -> None:
     t.add_argument("--candidates", nargs="*", help=f"names among {', '.join(CANDIDATES)} (default: all)")
     t.add_argument("--out", help="write the results as JSON here")
     t.add_argument("--map-atlas", help="also publish the chosen candidates and the baselines here and measure the map")
-    t.add_argument("--map-candidates", nargs="*", help="candidates published for the map (default: the last one)")
+    t.add_argument("--map-candidates", nargs="*", help="candidates published for the map (default: the best one, see best_candidate)")
     t.add_argument("--map-contexts", type=int, default=1024, help="contexts scanned for the map's top tokens")
     t.add_argument("--tune", type=float, nargs=2, action="append", metavar=("N_NEIGHBORS", "MIN_DIST"),
                    help="also measure the map of the live SAE features with these UMAP settings (repeatable)")

@@ -52,8 +52,11 @@ class PrecomputeConfig(BaseModel):
         False, description="Also map features that never fired in the scanned contexts (their decoder rows are "
         "untrained noise); off: they get no map coordinates.",
     )
-    umap_n_neighbors: int = Field(15, ge=2, description="UMAP n_neighbors (capped for tiny dictionaries).")
-    umap_min_dist: float = Field(0.1, ge=0.0, description="UMAP min_dist.")
+    umap_n_neighbors: int = Field(
+        5, ge=2, description="UMAP n_neighbors (capped for tiny dictionaries): small values keep local structure, "
+        "so features with related decoder directions sit together (docs/benchmarks.md, 'Built-in atlas quality').",
+    )
+    umap_min_dist: float = Field(0.0, ge=0.0, description="UMAP min_dist (0: tight clusters).")
     umap_metric: Literal["cosine", "euclidean", "correlation"] = Field(
         "cosine", description="UMAP metric between unit-norm decoder directions."
     )

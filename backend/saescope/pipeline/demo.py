@@ -68,6 +68,12 @@ __all__ = ["AtlasBuildReport", "BUILTIN_MODEL_ID", "BuiltinAtlasConfig", "CORPUS
 # L1 coefficient of the built-in ReLU SAE: it puts the ReLU SAE's held-out L0 near the TopK SAE's
 # L0 of 16, so the two compare at about the same sparsity.
 RELU_L1 = 3.0
+# Dead-feature settings of the built-in TopK SAE: a latent silent for 50k tokens counts as dead and the
+# AuxK loss, weighted 1 (not Gao et al.'s 1/32, meant for runs of billions of tokens), trains it on the
+# residual; in a run of a few million tokens this revives most dead latents at the same L0 and CE
+# recovered (docs/benchmarks.md, "Built-in atlas quality").
+TOPK_DEAD_TOKENS = 50_000
+TOPK_AUX_COEFFICIENT = 1.0
 BUILD_REPORT_FILE = "build_report.json"
 
 
@@ -80,6 +86,15 @@ class SAESpec(BaseModel):
     d_sae: int = Field(..., ge=1, description="Number of features.")
     k: int | None = Field(None, ge=1, description="Active latents per token (k-sparse architectures).")
     l1: float | None = Field(None, ge=0, description="Sparsity coefficient (None: the trainer's default).")
+    architecture_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the architecture's training spec, e.g. {'aux_k': 256, "
+        "'aux_coefficient': 0.125} for the AuxK loss of the k-sparse architectures.",
+    )
+    dead_tokens: int | None = Field(
+        None, ge=1, description="Tokens without firing after which a latent counts as dead (and AuxK trains it); "
+        "None: the trainer's default.",
+    )
+    lr: float | None = Field(None, gt=0, description="Peak learning rate (None: the trainer's default).")
 
     _registered = field_validator("architecture")(check_training_name)
 
@@ -99,7 +114,8 @@ class BuiltinAtlasConfig(BaseModel):
     saes: list[SAESpec] = Field(
         default_factory=lambda: [
             SAESpec(architecture="relu", d_sae=512, l1=RELU_L1),
-            SAESpec(architecture="topk", d_sae=4096, k=16),
+            SAESpec(architecture="topk", d_sae=4096, k=16, dead_tokens=TOPK_DEAD_TOKENS,
+                    architecture_options={"aux_coefficient": TOPK_AUX_COEFFICIENT}),
         ],
         description="SAEs trained together in one pass over the activations (like A/0 and A/1).",
     )
@@ -211,9 +227,11 @@ class _BuildContext:
 
 
 def _sae_training_config(spec: SAESpec, config: BuiltinAtlasConfig) -> SAETrainingConfig:
+    optional = {"dead_tokens": spec.dead_tokens, "lr": spec.lr}
     return SAETrainingConfig(
         architecture=spec.architecture, d_sae=spec.d_sae, k=spec.k, l1=spec.l1, tokens=config.sae_tokens,
         batch_size=config.sae_batch_size, seed=config.seed, shuffle_buffer_tokens=config.sae_shuffle_buffer_tokens,
+        architecture_options=spec.architecture_options, **{k: v for k, v in optional.items() if v is not None},
     )
 
 
