@@ -74,6 +74,35 @@ def test_fine_tuned_decoders_are_published_beside_their_sae(postprocessed_atlas)
     assert tuned.d_sae == 64 and len(_stored_features(root, "relu-64-finetuned")) == 64
 
 
+def test_the_map_holds_the_live_sae_features_and_no_baseline(postprocessed_atlas) -> None:
+    from saescope.store.database import create_database
+    from saescope.store.schema import DictionaryRow, FeatureRow
+
+    root, _ = postprocessed_atlas
+    db = create_database(f"sqlite:///{root / 'atlas.db'}")
+    try:
+        with db.connect() as conn:
+            rows = conn.execute(
+                select(DictionaryRow.kind, FeatureRow.dead, FeatureRow.umap_x)
+                .join(DictionaryRow, DictionaryRow.id == FeatureRow.dictionary_id)
+            ).all()
+    finally:
+        db.dispose()
+    mapped = [(kind, dead) for kind, dead, x in rows if x is not None]
+    assert mapped and all(kind == "sae" and not dead for kind, dead in mapped)
+    assert len(mapped) == sum(1 for kind, dead, _ in rows if kind == "sae" and not dead)
+
+
+def test_the_demo_trains_its_topk_sae_with_the_chosen_dead_feature_settings() -> None:
+    from saescope.pipeline.demo import BuiltinAtlasConfig, _sae_training_config
+
+    config = BuiltinAtlasConfig()
+    spec = next(s for s in config.saes if s.architecture == "topk")
+    trainer = _sae_training_config(spec, config)
+    assert trainer.architecture_options == spec.architecture_options and trainer.options is not None
+    assert spec.dead_tokens is None or trainer.dead_tokens == spec.dead_tokens
+
+
 def test_the_demo_command_exposes_the_optional_steps() -> None:
     args = build_parser().parse_args(["demo", "--baselines", "pca,ica", "--prune", "--finetune"])
     assert (args.baselines, args.prune, args.finetune) == ("pca,ica", True, True)
