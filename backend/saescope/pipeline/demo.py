@@ -69,11 +69,11 @@ __all__ = ["AtlasBuildReport", "BUILTIN_MODEL_ID", "BuiltinAtlasConfig", "CORPUS
 # L0 of 16, so the two compare at about the same sparsity.
 RELU_L1 = 3.0
 # Dead-feature settings of the built-in TopK SAE: a latent silent for 50k tokens counts as dead and the
-# AuxK loss, weighted 1 (not Gao et al.'s 1/32, meant for runs of billions of tokens), trains it on the
+# AuxK loss, weighted 2 (not Gao et al.'s 1/32, meant for runs of billions of tokens), trains it on the
 # residual; in a run of a few million tokens this revives most dead latents at the same L0 and CE
 # recovered (docs/benchmarks.md, "Built-in atlas quality").
 TOPK_DEAD_TOKENS = 50_000
-TOPK_AUX_COEFFICIENT = 1.0
+TOPK_AUX_COEFFICIENT = 2.0
 BUILD_REPORT_FILE = "build_report.json"
 
 
