@@ -7,18 +7,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-
 from saescope.analysis.config import PrecomputeConfig
 from saescope.analysis.geometry import masked_umap_layout
 from saescope.dictionaries.architectures.standard import StandardSAE
 from saescope.dictionaries.base import DictionaryMetadata
 from saescope.dictionaries.baselines import fit_baseline
-from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
+from saescope.pipeline.publish import (
+    DictionaryEntry,
+    ModelRecord,
+    precompute_and_publish,
+)
 from saescope.store.database import create_database
 from saescope.store.schema import FeatureRow
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 HOOK = "blocks.0.mlp.hook_post"
 DEAD = (0, 5)  # SAE features whose encoder bias keeps them from ever firing
