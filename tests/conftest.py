@@ -86,3 +86,33 @@ def demo_atlas(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> D
     config = BuiltinAtlasConfig.tiny(sae_tokens=30_000)
     report = build_builtin_atlas(root, config, device="cpu")
     return DemoAtlas(root=root, store_url=layout.sqlite_url, report=report)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture()
+def pg_url():
+    """URL of a fresh PostgreSQL database on 127.0.0.1:5432 (dropped afterwards); skips with a
+    message when no server answers."""
+    import os
+
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(text("select 1"))
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL server reachable at 127.0.0.1:5432 ({type(exc).__name__}: {exc})")
+    name = f"saescope_test_{os.getpid()}"
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield f"{PG_SERVER}/{name}"
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

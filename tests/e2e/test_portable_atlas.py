@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import sqlite3
 import tarfile
@@ -25,11 +24,8 @@ from saescope.atlas_layout import AtlasLayout
 from saescope.cli import main
 from saescope.errors import ConfigError, FormatError
 from saescope.pipeline.portable import MANIFEST, export_atlas, import_atlas
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 TEXT = "def add(a, b):\n    return a + b\n"
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
@@ -46,25 +42,6 @@ def archive(demo_atlas: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def original_answers(demo_atlas: Any) -> dict[str, Any]:
     with _client(demo_atlas.root, demo_atlas.store_url) as client:
         return _answers(client)
-
-
-@pytest.fixture()
-def pg_url() -> Iterator[str]:
-    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text("select 1"))
-    except OperationalError as exc:  # pragma: no cover - depends on the machine
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL server reachable at 127.0.0.1:5432 ({type(exc).__name__}: {exc})")
-    name = f"saescope_portable_{os.getpid()}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"{PG_SERVER}/{name}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @contextmanager
