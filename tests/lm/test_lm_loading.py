@@ -123,6 +123,6 @@ def test_smollm2_gguf_loads_as_a_hooked_transformer_with_the_models_logits():
     tokens = model.to_tokens("The capital of Germany is")
     with torch.no_grad():
         logits = model(tokens)[0, -1]
-        hf_logits = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file.name).eval()(tokens).logits[0, -1]
+        hf_logits = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file.name, local_files_only=True).eval()(tokens).logits[0, -1]
     assert model.tokenizer.decode(int(logits.argmax())) == " Berlin"
     torch.testing.assert_close(logits - logits.mean(), hf_logits - hf_logits.mean(), atol=1e-3, rtol=0)

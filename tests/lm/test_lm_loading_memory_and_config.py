@@ -23,7 +23,7 @@ def _gpt2(tmp_path: Path):
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=300, n_positions=32, n_ctx=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(config).save_pretrained(tmp_path)
-    return GPT2LMHeadModel.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    return GPT2LMHeadModel.from_pretrained(tmp_path, local_files_only=True), AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
 
 
 def test_the_transformers_weights_are_released_once_converted(tmp_path: Path) -> None:

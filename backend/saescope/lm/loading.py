@@ -145,8 +145,10 @@ def load_gguf_lm(path: str | Path, device: str | torch.device = "cpu") -> Any:
     except ImportError:
         raise ConfigError("loading a GGUF file needs the gguf package: pip install gguf") from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(file.parent), gguf_file=file.name, dtype=torch.float32, local_files_only=True
+        )
     except Exception as exc:
         raise FormatError(f"{file} could not be read as a GGUF model: {type(exc).__name__}: {exc}") from exc
     try:

@@ -69,7 +69,7 @@ def load_tokenizer(folder: str | Path):  # -> transformers.PreTrainedTokenizerFa
     if not (path / "tokenizer.json").exists() and not (path / "tokenizer_config.json").exists():
         raise NotFoundError(f"no tokenizer found in {path} (expected tokenizer.json)")
     # An absolute path: transformer_lens re-loads the tokenizer by this name.
-    return AutoTokenizer.from_pretrained(str(path.resolve()))
+    return AutoTokenizer.from_pretrained(str(path.resolve()), local_files_only=True)
 
 
 def readable_vocab(tokenizer, size: int | None = None) -> list[str]:
