@@ -1,7 +1,7 @@
 """The package's data flow is one way: each stage imports only stages to its left.
 
 The stages and their order are described in docs/architecture.md: corpus, lm, activations,
-dictionaries, analysis, store, engine, api; `pipeline/` orchestrates the offline job above all of
+dictionaries, analysis, interpret, store, engine, api; `pipeline/` orchestrates the offline job above all of
 them but api, and only `cli.py` imports it. Shared modules (errors, devices, atomic files, the atlas
 layout) import no stage.
 """
@@ -15,7 +15,7 @@ import pytest
 
 import saescope
 
-STAGES = ["corpus", "lm", "activations", "dictionaries", "analysis", "store", "engine", "api"]
+STAGES = ["corpus", "lm", "activations", "dictionaries", "analysis", "interpret", "store", "engine", "api"]
 PIPELINE = "pipeline"
 SHARED_MODULES = ["errors", "devices", "atlas_layout", "atomic_files"]
 PACKAGE = Path(saescope.__file__).parent
@@ -65,7 +65,7 @@ def test_only_the_cli_imports_the_pipeline() -> None:
 
 def test_the_store_is_persistence_only() -> None:
     offenders = {f"{path} imports saescope.{name}" for path, name in _imports_of_folder("store")
-                 if name in ("analysis", "dictionaries", "activations", "lm", "corpus")}
+                 if name in ("interpret", "analysis", "dictionaries", "activations", "lm", "corpus")}
     assert not offenders, sorted(offenders)
 
 
