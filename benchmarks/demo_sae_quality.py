@@ -55,11 +55,11 @@ def load_or_build_model(model_dir: Path) -> Any:
     """The built-in model of the demo's config at `model_dir` (built there when missing)."""
     from saescope.lm.builtin import build_builtin_lm
     from saescope.lm.loading import load_lm
-    from saescope.pipeline.demo import BuiltinAtlasConfig
+    from saescope.pipeline.build_config import builtin_preset
 
-    config = BuiltinAtlasConfig()
+    config = builtin_preset()
     if not (model_dir / "config.json").is_file():
-        build_builtin_lm(config.lm.model_copy(update={"seed": config.seed}), model_dir)
+        build_builtin_lm(config.model.builtin.model_copy(update={"seed": config.seed}), model_dir)
     return load_lm(model_dir, device="cpu")
 
 
@@ -70,29 +70,29 @@ def training_activations(model: Any, n_tokens: int) -> torch.Tensor:
         contexts_for_tokens,
         training_rows,
     )
-    from saescope.pipeline.demo import BuiltinAtlasConfig
+    from saescope.pipeline.build_config import builtin_preset
     from saescope.pipeline.dictionaries import activation_rows
 
-    c = BuiltinAtlasConfig()
-    n_ctx = c.lm.n_ctx
-    train = builtin_contexts("train", c.lm, model.tokenizer, contexts_for_tokens(n_tokens, n_ctx) + 1, c.seed)
+    c = builtin_preset()
+    n_ctx = c.model.builtin.n_ctx
+    train = builtin_contexts("train", c.model.builtin, model.tokenizer, contexts_for_tokens(n_tokens, n_ctx) + 1, c.seed)
     rows = training_rows(train.tokens, n_ctx, n_tokens, c.seed)
-    return activation_rows(model, rows, c.hook_name, n_tokens)
+    return activation_rows(model, rows, c.hooks[0].name, n_tokens)
 
 
 def heldout_tokens(model: Any, n: int) -> np.ndarray:
     from saescope.pipeline.contexts import builtin_contexts
-    from saescope.pipeline.demo import BuiltinAtlasConfig
+    from saescope.pipeline.build_config import builtin_preset
 
-    c = BuiltinAtlasConfig()
-    return builtin_contexts("heldout", c.lm, model.tokenizer, n, c.seed).tokens
+    c = builtin_preset()
+    return builtin_contexts("heldout", c.model.builtin, model.tokenizer, n, c.seed).tokens
 
 
 def candidate_config(overrides: dict[str, Any], tokens: int, d_sae: int, k: int) -> Any:
     from saescope.dictionaries.training import SAETrainingConfig
-    from saescope.pipeline.demo import BuiltinAtlasConfig
+    from saescope.pipeline.build_config import builtin_preset
 
-    c = BuiltinAtlasConfig()
+    c = builtin_preset()
     values: dict[str, Any] = dict(architecture="topk", d_sae=d_sae, k=k, tokens=tokens, batch_size=c.sae_batch_size,
                                   seed=c.seed, shuffle_buffer_tokens=c.sae_shuffle_buffer_tokens)
     values.update(overrides)
@@ -103,10 +103,10 @@ def run_training(args: argparse.Namespace) -> None:
     from saescope.dictionaries.base import DictionaryMetadata
     from saescope.dictionaries.evaluation import evaluate_dictionary
     from saescope.dictionaries.training import train_saes
-    from saescope.pipeline.demo import BuiltinAtlasConfig
+    from saescope.pipeline.build_config import builtin_preset
 
     torch.set_num_threads(args.threads)
-    hook = BuiltinAtlasConfig().hook_name
+    hook = builtin_preset().hooks[0].name
     model = load_or_build_model(Path(args.model))
     t0 = time.perf_counter()
     rows = training_activations(model, args.tokens)
@@ -157,14 +157,14 @@ def publish_for_map(model: Any, saes: dict[str, Any], rows: torch.Tensor, atlas:
     from saescope.dictionaries.baselines import fit_baseline
     from saescope.dictionaries.saelens_format import save_dictionary
     from saescope.pipeline.contexts import builtin_contexts
-    from saescope.pipeline.demo import BuiltinAtlasConfig
+    from saescope.pipeline.build_config import builtin_preset
     from saescope.pipeline.publish import (
         DictionaryEntry,
         ModelRecord,
         precompute_and_publish,
     )
 
-    c = BuiltinAtlasConfig()
+    c = builtin_preset()
     fit = rows[: c.baseline_fit_tokens]
     dictionaries = dict(saes)
     for kind in c.baselines:
@@ -174,7 +174,7 @@ def publish_for_map(model: Any, saes: dict[str, Any], rows: torch.Tensor, atlas:
         safe = name.replace("/", "_")
         save_dictionary(d.cpu(), atlas / "dictionaries" / safe)
         entries.append(DictionaryEntry(safe, d, weights_path=f"dictionaries/{safe}"))
-    contexts = builtin_contexts("train", c.lm, model.tokenizer, n_contexts, c.seed + 2)
+    contexts = builtin_contexts("train", c.model.builtin, model.tokenizer, n_contexts, c.seed + 2)
     t0 = time.perf_counter()
     precompute_and_publish(f"sqlite:///{atlas / 'atlas.db'}", model, ModelRecord(id="builtin"), entries, contexts,
                            c.precompute.model_copy(update={"device": "cpu", "feature_pages": False}),

@@ -70,13 +70,14 @@ def test_atlas_folders_are_in_saelens_format(demo_atlas) -> None:
 
 
 def test_second_build_reuses_model_dictionaries_and_store(demo_atlas, tmp_path: Path) -> None:
-    from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
+    from saescope.pipeline.build import build_atlas
+    from saescope.pipeline.build_config import builtin_tiny_preset
 
     copy = tmp_path / "atlas"
     shutil.copytree(demo_atlas.root, copy)
-    config = BuiltinAtlasConfig.tiny(sae_tokens=30_000)
+    config = builtin_tiny_preset(device="cpu", sae_tokens=30_000)
     before = (copy / "atlas.db").stat().st_mtime_ns
-    report = build_builtin_atlas(copy, config, device="cpu")
+    report = build_atlas(copy, config)
     assert report.lm.reused
     assert all(d.reused for d in report.dictionaries)
     assert report.precompute_reused
@@ -90,13 +91,13 @@ def test_second_build_reuses_model_dictionaries_and_store(demo_atlas, tmp_path: 
     engine = create_database(f"sqlite:///{copy / 'atlas.db'}")
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE feature_pages"))
-    assert build_builtin_atlas(copy, config, device="cpu").precompute_reused
+    assert build_atlas(copy, config).precompute_reused
     assert missing_pages(engine) == {}
     engine.dispose()
 
 
 def test_changed_weights_make_the_store_stale_and_get_republished(demo_atlas, tmp_path: Path) -> None:
-    from saescope.pipeline.demo import store_is_current
+    from saescope.pipeline.build import store_is_current
     from saescope.atlas_layout import AtlasLayout
 
     copy = tmp_path / "atlas"

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from saescope.atlas_layout import AtlasLayout
-from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
+from saescope.pipeline.build import build_atlas
+from saescope.pipeline.build_config import builtin_tiny_preset
 from saescope.dictionaries.training_checkpoint import CHECKPOINT_FILE, read_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -31,11 +32,12 @@ CHILD = r"""
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
+from saescope.pipeline.build import build_atlas
+from saescope.pipeline.build_config import builtin_tiny_preset
 from saescope.dictionaries import training
 step = training.SAETrainer.step
 training.SAETrainer.step = lambda self, *a, **k: (time.sleep(0.01), step(self, *a, **k))[1]
-build_builtin_atlas(sys.argv[1], BuiltinAtlasConfig.tiny(**json.loads(sys.argv[2])), device="cpu")
+build_atlas(sys.argv[1], builtin_tiny_preset(device="cpu", **json.loads(sys.argv[2])))
 """
 
 
@@ -45,8 +47,8 @@ def _fresh_atlas(root: Path, model_dir: Path) -> Path:
 
 
 def _build_without_precompute(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("saescope.pipeline.demo.precompute_and_publish", lambda **kwargs: None)
-    build_builtin_atlas(root, BuiltinAtlasConfig.tiny(**CONFIG), device="cpu")
+    monkeypatch.setattr("saescope.pipeline.build.precompute_and_publish", lambda **kwargs: None)
+    build_atlas(root, builtin_tiny_preset(device="cpu", **CONFIG))
 
 
 def test_a_demo_build_killed_during_sae_training_resumes_the_sweep(

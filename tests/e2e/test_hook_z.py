@@ -24,16 +24,18 @@ def hook_z_atlas(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path):
     """A tiny atlas with one ReLU SAE on blocks.0.attn.hook_z (the tiny model has 2 heads)."""
     from saescope.analysis.config import PrecomputeConfig
     from saescope.atlas_layout import AtlasLayout
-    from saescope.pipeline.demo import BuiltinAtlasConfig, SAESpec, build_builtin_atlas
+    from saescope.pipeline.build import build_atlas
+    from saescope.pipeline.build_config import SAESpec, builtin_tiny_preset
 
     root = tmp_path_factory.mktemp("hook_z_atlas") / "atlas"
     layout = AtlasLayout(root=root)
     shutil.copytree(tiny_lm_dir, layout.model_dir)
-    config = BuiltinAtlasConfig.tiny(
-        hook_name=HOOK, saes=[SAESpec(architecture="relu", d_sae=64)], sae_tokens=20_000, baselines=[],
+    config = builtin_tiny_preset(
+        device="cpu",
+        hooks=[HOOK], saes=[SAESpec(architecture="relu", d_sae=64)], sae_tokens=20_000, baselines=[],
         precompute=PrecomputeConfig(top_k=8, n_intervals=4, examples_per_interval=2, n_random=3, umap=False),
     )
-    report = build_builtin_atlas(root, config, device="cpu")
+    report = build_atlas(root, config)
     return root, layout, report
 
 

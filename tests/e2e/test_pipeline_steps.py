@@ -21,13 +21,14 @@ HOOK = "blocks.0.mlp.hook_post"
 @pytest.fixture(scope="module")
 def postprocessed_atlas(demo_atlas, tmp_path_factory: pytest.TempPathFactory):
     """A copy of the demo atlas rebuilt with random and ICA baselines, pruning and fine-tuning on."""
-    from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
+    from saescope.pipeline.build import build_atlas
+    from saescope.pipeline.build_config import builtin_tiny_preset
 
     root = tmp_path_factory.mktemp("postprocessed") / "atlas"
     shutil.copytree(demo_atlas.root, root)
-    config = BuiltinAtlasConfig.tiny(sae_tokens=30_000, baselines=["neurons", "random", "ica"],
+    config = builtin_tiny_preset(device="cpu", sae_tokens=30_000, baselines=["neurons", "random", "ica"],
                                      postprocess={"prune": True, "finetune": True})
-    report = build_builtin_atlas(root, config, device="cpu")
+    report = build_atlas(root, config)
     return root, report
 
 
@@ -94,11 +95,12 @@ def test_the_map_holds_the_live_sae_features_and_no_baseline(postprocessed_atlas
 
 
 def test_the_demo_trains_its_topk_sae_with_the_chosen_dead_feature_settings() -> None:
-    from saescope.pipeline.demo import BuiltinAtlasConfig, _sae_training_config
+    from saescope.pipeline.build import _trainer_config
+    from saescope.pipeline.build_config import builtin_preset
 
-    config = BuiltinAtlasConfig()
+    config = builtin_preset()
     spec = next(s for s in config.saes if s.architecture == "topk")
-    trainer = _sae_training_config(spec, config)
+    trainer = _trainer_config(spec, config)
     assert trainer.architecture_options == spec.architecture_options and trainer.options is not None
     assert spec.dead_tokens is None or trainer.dead_tokens == spec.dead_tokens
 

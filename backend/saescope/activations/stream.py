@@ -8,7 +8,7 @@ it. It knows nothing about dictionaries, training or storage.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -117,3 +117,26 @@ def iter_activation_batches(
         if dtype is not None:
             rows = rows.to(dtype)
         yield rows.to(out_device)
+
+
+def multi_hook_activations(model: Any, tokens: Tensor, hook_names: Sequence[str]) -> dict[str, Tensor]:
+    """Raw hook tensors for every name in `hook_names` from ONE forward pass over `tokens [b, pos]`,
+    stopping after the deepest block needed."""
+    captured: dict[str, Tensor] = {}
+
+    def grab(act: Tensor, hook: Any) -> None:
+        captured[hook.name] = act.detach()
+
+    n_layers = int(model.cfg.n_layers)
+    stops = [stop_layer_for(h, n_layers) for h in hook_names]
+    stop = None if any(s is None for s in stops) else max(int(s) for s in stops)  # type: ignore[arg-type]
+    with torch.no_grad():
+        with model.hooks(fwd_hooks=[(h, grab) for h in dict.fromkeys(hook_names)]):
+            if stop is None or stop >= n_layers:
+                model(tokens, return_type=None)
+            else:
+                model(tokens, stop_at_layer=stop)
+    missing = [h for h in hook_names if h not in captured]
+    if missing:
+        raise InputError(f"hook points {missing} did not fire during the forward pass", field="hook_name")
+    return captured
