@@ -285,6 +285,7 @@ class SAETrainer:
         self._acc: dict[str, float] = {}
         self._acc_steps = 0
         self.log_every = config.log_every_steps or max(1, config.total_steps // 200)
+        self.averager: Any = None  # a distributed.RankAverager when training over several ranks
 
     @torch.no_grad()
     def _init_parameters(self, b_dec_init: Tensor | None) -> None:
@@ -374,10 +375,12 @@ class SAETrainer:
 
     @torch.no_grad()
     def step(self, x: Tensor, x_var_sum: Tensor | None = None) -> StepStats:
-        """One optimiser step on normalised activations `x [B, d_in]`."""
+        """One optimiser step on normalised activations `x [B, d_in]` (the global batch: over
+        several ranks each computes gradients on its share, everything else sees all of `x`)."""
         cfg, p = self.config, self.params
         ctx = self.context(sparse=self._use_sparse())
-        stats = self.compute_gradients(x, ctx)
+        # over several ranks: this rank's share of `x`, gradients and statistics averaged over ranks
+        stats = self.compute_gradients(x, ctx) if self.averager is None else self.averager.gradients(self, x, ctx)
         self._last_density = float(stats.l0) / cfg.d_sae
         unit = cfg.resolved_decoder_norm == "unit"
         if unit:

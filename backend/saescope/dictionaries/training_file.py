@@ -35,6 +35,7 @@ from saescope.dictionaries.training import SAETrainingConfig, TrainingResult
 from saescope.dictionaries.training_checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE  # re-exported for callers
 from saescope.dictionaries.training_stream import train_saes_from_chunks
 from saescope.errors import ConfigError
+from saescope.ranks import current_ranks
 
 __all__ = [
     "CHECKPOINT_DIR", "CHECKPOINT_FILE", "DEFAULT_MAX_NORM_RATIO", "MassiveRowFilter", "TrainSAEOptions",
@@ -165,7 +166,8 @@ def train_saes_from_file(
     The file is read as `MatrixChunks` (blocks of `shuffle_buffer_tokens` rows in a seeded order,
     shuffled within) through `train_saes_from_chunks`; `checkpoint_every` (tokens) writes
     `<out_dirs[0]>/checkpoint/state.safetensors` and `resume=True` continues an existing checkpoint exactly.
-    `callback(step)` runs after every step. Returns the results in config order.
+    `callback(step)` runs after every step. Returns the results in config order. Over several
+    ranks (`distributed.py`) rank 0 writes the folders and every rank returns once they are written.
     """
     from saescope.dictionaries.saelens_format import save_dictionary
 
@@ -192,7 +194,10 @@ def train_saes_from_file(
         configs, source, metadata, progress=progress, checkpoint_dir=out_dirs[0] / CHECKPOINT_DIR,
         checkpoint_every=checkpoint_every, resume=resume, keep_checkpoint=keep_checkpoint, callback=callback,
     )
+    ranks = current_ranks()
     for config, result, out in zip(configs, results, out_dirs):
+        if not ranks.is_main:
+            continue
         save_dictionary(result.dictionary, out, log10_sparsity=result.log10_density)
         write_json(out / HISTORY_FILE, result.history, indent=1)
         write_json(out / TRAINING_CONFIG_FILE, {
@@ -202,6 +207,7 @@ def train_saes_from_file(
             "max_norm_ratio": max_norm_ratio,
             "excluded_massive_rows": source.excluded if isinstance(source, MassiveRowFilter) else 0,
         })
+    ranks.barrier()
     return results
 
 

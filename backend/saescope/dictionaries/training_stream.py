@@ -8,7 +8,8 @@ checkpoint is written every `checkpoint_every` tokens, at the first step after w
 and that position, so it stores at most one batch of activation rows, and a resumed run reads the
 next chunk directly: no chunk, and so no model forward, is computed twice. The source (such as
 `activations.chunked.ActivationChunks`) is duck-typed; this module knows nothing about language
-models. The checkpoint format lives in `training_checkpoint.py`.
+models. The checkpoint format lives in `training_checkpoint.py`; training over several ranks in
+`distributed.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from saescope.activations.batches import ChunkedBatches, ChunkSource
 from saescope.dictionaries.base import DictionaryMetadata
+from saescope.dictionaries.distributed import attach_ranks
 from saescope.dictionaries.training import (
     SAETrainer,
     SAETrainingConfig,
@@ -35,6 +37,7 @@ from saescope.dictionaries.training_checkpoint import (
     remove_checkpoint,
     save_checkpoint,
 )
+from saescope.ranks import current_ranks
 
 
 def train_saes_from_chunks(
@@ -57,7 +60,13 @@ def train_saes_from_chunks(
     On success the folder is removed, unless `keep_checkpoint`: then a final checkpoint is written
     so a rerun returns the results at once (the caller removes it once it has stored them). Ctrl-C
     raises TrainingInterrupted naming the last checkpoint. `callback(step)` runs after every step.
+
+    In a job with several ranks (torchrun, `--nproc`, `distributed.train_distributed`) every rank
+    cuts the same batches and trains on its share of each (`distributed.RankAverager`); only rank 0
+    writes or removes the checkpoint, and every rank returns the same results.
     """
+    ranks = current_ranks()
+    progress = progress and ranks.is_main
     configs = list(configs)
     _check_sweep(configs)
     first = configs[0]
@@ -83,6 +92,7 @@ def train_saes_from_chunks(
             trainers.append(trainer)
         del sample
         last_saved = None
+    attach_ranks(trainers, ranks)
     resumed_from = trainers[0].tokens_seen
     total = first.tokens
 
@@ -91,6 +101,7 @@ def train_saes_from_chunks(
         tokens = ts[0].tokens_seen
         if (
             folder is not None
+            and ranks.is_main
             and checkpoint_every
             and tokens < total
             and tokens - (last_saved or 0) >= checkpoint_every
@@ -108,7 +119,7 @@ def train_saes_from_chunks(
             raise
         raise interrupted(folder, trainers[0].tokens_seen, total, last_saved) from None
 
-    if folder is not None:
+    if folder is not None and ranks.is_main:
         if keep_checkpoint:
             save_checkpoint(folder, trainers, data, stream.position())
         else:

@@ -60,6 +60,7 @@ from saescope.pipeline.contexts import (
     shuffled_rows,
 )
 from saescope.pipeline.validation import check_fits_model
+from saescope.ranks import current_ranks
 
 TRAINING_FILE = "training.json"
 CONTEXTS_PER_BATCH = 32
@@ -275,6 +276,8 @@ def train_sae_on_model(
         [config], chunks, metadata, progress=True, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, resume=resume, keep_checkpoint=True,
     )[0]
+    if not current_ranks().is_main:  # over several ranks, rank 0 evaluates and writes the folder
+        return result
     notes = {"config": config.model_dump(), "history": result.history, "normalization_scale": result.normalization_scale,
              "resumed_from_tokens": result.resumed_from_tokens, "eval_contexts": eval_contexts,
              "max_norm_ratio": max_norm_ratio,
