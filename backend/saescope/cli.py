@@ -64,15 +64,42 @@ def cmd_train_lm(args: argparse.Namespace) -> None:
     _print_json(report.model_dump())
 
 
+def _launch_ranks_if_asked(args: argparse.Namespace) -> bool:
+    """`--nproc N` with N > 1: run this same command as N gloo ranks on this machine (rank 0 prints
+    and writes) and return True once every rank has finished; False when N is 1."""
+    if args.nproc < 1:
+        raise_config(f"--nproc must be at least 1, not {args.nproc}")
+    if args.nproc == 1:
+        return False
+    from saescope.ranks import launch_ranks
+
+    argv, skip = [], False
+    for item in args.argv:  # the command line without --nproc N
+        if skip or item == "--nproc" or item.startswith("--nproc="):
+            skip = item == "--nproc"
+            continue
+        argv.append(item)
+    launch_ranks(argv, args.nproc)
+    return True
+
+
 def cmd_train_sae(args: argparse.Namespace) -> None:
     if args.activations is None and args.model is None:
         raise_config("train-sae needs --activations FILE, or --model LOCATION with --hook HOOK")
+    if _launch_ranks_if_asked(args):
+        return
     from saescope.dictionaries.training import SAETrainingConfig
+    from saescope.ranks import current_ranks
+
+    ranks = current_ranks()  # under torchrun: join the group before anything lands on a device
+
+    from saescope.devices import resolve_device
 
     config_fields: dict[str, object] = {
         "architecture": args.architecture,
         "d_sae": args.d_sae,
         "seed": args.seed,
+        "device": str(resolve_device(args.device)),  # the SAE trains there too (each rank on its own GPU)
     }
     for name in ("k", "l1", "tokens", "lr", "batch_size"):
         value = getattr(args, name)
@@ -95,6 +122,8 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
             checkpoint_every=checkpoint_every, resume=not args.no_resume, eval_contexts=args.eval_contexts,
             max_norm_ratio=args.max_norm_ratio or None,
         )
+    if not ranks.is_main:
+        return
     print(f"saved {args.architecture} SAE with {args.d_sae} features to {args.out}")
     if hasattr(result, "summary"):
         print(result.summary())
@@ -148,8 +177,12 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def cmd_precompute(args: argparse.Namespace) -> None:
+    if _launch_ranks_if_asked(args):
+        return
     from saescope.pipeline.folders import precompute_folders
+    from saescope.ranks import current_ranks
 
+    current_ranks()  # under torchrun: join the group before anything lands on a device
     report = precompute_folders(
         atlas=args.atlas,
         model_location=args.model,
@@ -158,7 +191,8 @@ def cmd_precompute(args: argparse.Namespace) -> None:
         n_contexts=args.contexts,
         device=args.device,
     )
-    print(report)
+    if report:
+        print(report)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -341,6 +375,7 @@ def _add_training(add: _Adder) -> None:
                    "rerunning an interrupted command resumes from it")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--out", type=Path, required=True, help="SAELens-format folder to write")
+    _add_nproc(p, "train data-parallel: each rank steps on its share of every batch, gradients averaged")
     _add_device(p)
 
     p = add(
@@ -380,6 +415,7 @@ def _add_evaluation(add: _Adder) -> None:
     p.add_argument("--db", default=None, help="store URL (default: SQLite file ATLAS/atlas.db); "
                    "e.g. postgresql+psycopg://user@host:5432/db")
     p.add_argument("--contexts", type=int, default=2048, help="corpus contexts to scan")
+    _add_nproc(p, "each rank streams its share of the contexts; rank 0 merges them exactly and publishes")
     _add_device(p)
 
 
@@ -441,6 +477,12 @@ def _add_portable(add: _Adder) -> None:
                    "e.g. postgresql+psycopg://user@host:5432/db")
 
 
+def _add_nproc(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help=f"run as N processes on this machine (torch.distributed, gloo): {what}; the same "
+                   "result as one process (default 1; under torchrun leave it out)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="saescope",
@@ -463,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc runs again on every rank
     from pydantic import ValidationError
 
     from saescope.errors import SaescopeError
