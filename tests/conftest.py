@@ -78,13 +78,14 @@ def demo_atlas(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> D
     different atlas, `random_sae_atlas` in tests/api/conftest.py, with random SAEs and test rows.)
     """
     from saescope.atlas_layout import AtlasLayout
-    from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
+    from saescope.pipeline.build import build_atlas
+    from saescope.pipeline.build_config import builtin_tiny_preset
 
     root = tmp_path_factory.mktemp("demo_atlas") / "atlas"
     layout = AtlasLayout(root=root)
     shutil.copytree(tiny_lm_dir, layout.model_dir)
-    config = BuiltinAtlasConfig.tiny(sae_tokens=30_000)
-    report = build_builtin_atlas(root, config, device="cpu")
+    config = builtin_tiny_preset(device="cpu", sae_tokens=30_000)
+    report = build_atlas(root, config)
     return DemoAtlas(root=root, store_url=layout.sqlite_url, report=report)
 
 
@@ -116,3 +117,34 @@ def pg_url():
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+# --- tiny real-architecture models (builders in tests/model_fixtures.py) -------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local Hugging Face folder of a random 2-layer Llama (d_model 64, 4 heads, 2 KV heads, seed 0)
+    with a tiny BPE tokenizer (vocab about 512) that prepends BOS `<s>` on `tokenizer(text)`."""
+    from model_fixtures import build_tiny_llama_folder
+
+    return build_tiny_llama_folder(tmp_path_factory.mktemp("tiny_llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local Hugging Face folder of a random 2-layer GPT-2 (n_embd 64, 4 heads, seed 0) with the same
+    tiny tokenizer, saved without a BOS post-processor (adds no special tokens, as GPT-2's)."""
+    from model_fixtures import build_tiny_gpt2_folder
+
+    return build_tiny_gpt2_folder(tmp_path_factory.mktemp("tiny_gpt2") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_file(tmp_path_factory: pytest.TempPathFactory, tiny_llama_folder: Path) -> Path:
+    """`tiny_llama_folder` written as an f32 GGUF file with its tokenizer in the metadata (skips when
+    the optional `gguf` package is missing)."""
+    pytest.importorskip("gguf", reason="pip install gguf (the smollm2 extra) to write GGUF files")
+    from model_fixtures import write_llama_gguf
+
+    return write_llama_gguf(tiny_llama_folder, tmp_path_factory.mktemp("tiny_gguf") / "tiny-llama.gguf")

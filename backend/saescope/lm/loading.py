@@ -62,6 +62,13 @@ def _hf_config_fixes(cfg: Any, hf_config: Any) -> None:
         cfg.rotary_base = int(rope_theta) if float(rope_theta).is_integer() else float(rope_theta)
 
 
+def _hf_config_defaults(hf_config: Any) -> None:
+    """Fields transformer_lens reads that a config written by recent transformers may lack: GPT-2's
+    `n_ctx` (transformers keeps only `n_positions`, the same number)."""
+    if getattr(hf_config, "model_type", "") == "gpt2" and getattr(hf_config, "n_ctx", None) is None:
+        hf_config.n_ctx = hf_config.n_positions
+
+
 def _release_hf_weights(hf_model: Any, state_dict: dict[str, Any]) -> None:
     """Free the transformers model's own tensors once its state dict is converted, so the model is
     not held twice in memory while the HookedTransformer is built. Tensors the converted state dict
@@ -90,6 +97,7 @@ def _hooked_from_hf(hf_model: Any, tokenizer: Any, device: torch.device) -> Any:
 
     if not getattr(hf_model.config, "architectures", None):  # e.g. models read from GGUF
         hf_model.config.architectures = [type(hf_model).__name__]
+    _hf_config_defaults(hf_model.config)
     with tempfile.TemporaryDirectory(prefix="saescope-") as config_dir:
         hf_model.config.save_pretrained(config_dir)
         cfg = tl_loading.get_pretrained_model_config(
