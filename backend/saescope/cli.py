@@ -217,9 +217,9 @@ def cmd_export_sae(args: argparse.Namespace) -> None:
 
 def _serve(
     atlas: Path, db: str | None, host: str, port: int, device: str, security: Any = None,
-    limits: dict[str, Any] | None = None, torch_threads: int | None = None,
+    limits: dict[str, Any] | None = None, torch_threads: int | None = None, workers: int = 1,
 ) -> None:
-    from saescope.api.app import ApiSettings, create_app
+    from saescope.api.app import SETTINGS_ENV, ApiSettings, create_app
     from saescope.api.server import run_server
     from saescope.api.settings import ApiLimits, ApiSecurity
     from saescope.atlas_layout import AtlasLayout
@@ -235,9 +235,17 @@ def _serve(
         store_url=layout.store_url(db), atlas_root=layout.root, device=device, security=security,
         limits=ApiLimits(**(limits or {})), torch_threads=torch_threads,
     )
-    app = create_app(settings)
     print(f"serving the saescope dashboard at http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    run_server(app, host, port, security.header_timeout_s, security.keep_alive_s)
+    if workers == 1:
+        run_server(create_app(settings), host, port, security.header_timeout_s, security.keep_alive_s, workers=1)
+        return
+    # worker processes are spawned afresh: each builds its app from the settings in its environment
+    import os
+
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    print(f"{workers} worker processes, each loading the model on its first live request")
+    run_server("saescope.api.app:create_app_from_env", host, port, security.header_timeout_s,
+               security.keep_alive_s, workers=workers, factory=True)
 
 
 def raise_config(message: str) -> None:
@@ -270,6 +278,9 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
                    help="a live request waiting and running longer gets 504 (default 30)")
     p.add_argument("--torch-threads", dest="torch_threads", type=int, default=None, metavar="N",
                    help="torch threads for model work (default: torch's choice, usually one per core)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="uvicorn worker processes, each with its own store connections and model "
+                   "(default: $SAESCOPE_WORKERS, else 1)")
     # security: API key, Host allow-list, connection time-outs (README, "Deploying on a shared server")
     p.add_argument("--api-key", dest="api_key", default=None,
                    help="key the live endpoints (inference, steer, ablate) require as `Authorization: Bearer KEY` "
@@ -286,9 +297,25 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
 
 
 def _model_work_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """`_serve`'s keyword arguments for the model-work serve options (ApiLimits fields, torch threads)."""
+    """`_serve`'s keyword arguments for the model-work serve options (ApiLimits fields, torch threads,
+    worker processes)."""
     fields = ("max_queue", "max_steer_queue", "max_client_requests", "max_client_steers", "request_timeout_s")
-    return {"limits": {name: getattr(args, name) for name in fields}, "torch_threads": args.torch_threads}
+    return {"limits": {name: getattr(args, name) for name in fields}, "torch_threads": args.torch_threads,
+            "workers": _workers_from_args(args)}
+
+
+def _workers_from_args(args: argparse.Namespace) -> int:
+    """`--workers`, else $SAESCOPE_WORKERS, else 1; a count below 1 or not a number is refused."""
+    import os
+
+    raw = args.workers if args.workers is not None else os.environ.get("SAESCOPE_WORKERS", "1")
+    try:
+        workers = int(raw)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise_config(f"--workers (or $SAESCOPE_WORKERS) must be a whole number of processes >= 1, not {raw!r}")
+    return workers
 
 
 def _security_from_args(args: argparse.Namespace) -> Any:

@@ -5,23 +5,31 @@ Owns `uvicorn_config` and `run_server`. uvicorn closes idle keep-alive connectio
 bytes (or sending none) holds a connection open indefinitely; `header_timeout_protocol` adds that
 time-out: each request's headers must arrive within `header_timeout_s` of the connection opening or
 of the previous response. h11's incomplete-event limit bounds how large headers may grow meanwhile.
+
+Several worker processes (`run_server(..., workers=N)`) go through uvicorn's own supervisor, which
+pickles the config into freshly spawned processes: the app is then an import string naming a factory
+(the caller passes the settings through the environment), and the protocol is the module-level
+`HeaderTimeoutHTTPProtocol`, which reads its time-out from `HeaderTimeoutConfig.header_timeout_s`.
 Nothing here knows the routes, the store or the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.supervisors import Multiprocess
 
 MAX_HEADER_BYTES = 64 * 1024
 
 
-def header_timeout_protocol(base: type[asyncio.Protocol], timeout_s: float) -> type[asyncio.Protocol]:
+def header_timeout_protocol(base: type[asyncio.Protocol], timeout_s: float | None) -> type[asyncio.Protocol]:
     """A subclass of uvicorn's HTTP protocol `base` (h11 or httptools) closing a connection whose
-    next request's headers are not complete `timeout_s` after it opened or its last response ended."""
+    next request's headers are not complete `timeout_s` after it opened or its last response ended
+    (None: the `header_timeout_s` of the protocol's `HeaderTimeoutConfig`)."""
 
     class HeaderTimeoutProtocol(base):  # type: ignore[valid-type, misc]
         _header_timer: asyncio.TimerHandle | None = None
@@ -48,7 +56,8 @@ def header_timeout_protocol(base: type[asyncio.Protocol], timeout_s: float) -> t
         def _arm_header_timer(self) -> None:
             self._cancel_header_timer()
             if not self.transport.is_closing():
-                self._header_timer = self.loop.call_later(timeout_s, self._headers_timed_out)
+                limit = timeout_s if timeout_s is not None else self.config.header_timeout_s
+                self._header_timer = self.loop.call_later(limit, self._headers_timed_out)
 
         def _cancel_header_timer(self) -> None:
             if self._header_timer is not None:
@@ -65,15 +74,31 @@ def header_timeout_protocol(base: type[asyncio.Protocol], timeout_s: float) -> t
     return HeaderTimeoutProtocol
 
 
+class HeaderTimeoutConfig(uvicorn.Config):
+    """uvicorn's Config plus `header_timeout_s`, read by `HeaderTimeoutHTTPProtocol`; picklable, so
+    uvicorn's supervisor hands it whole to each worker process."""
+
+    def __init__(self, app: Any, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.header_timeout_s = header_timeout_s
+
+
+# A module-level name, so that pickle finds the class when the config travels to worker processes.
+HeaderTimeoutHTTPProtocol = header_timeout_protocol(AutoHTTPProtocol, None)
+HeaderTimeoutHTTPProtocol.__name__ = HeaderTimeoutHTTPProtocol.__qualname__ = "HeaderTimeoutHTTPProtocol"
+
+
 def uvicorn_config(app: Any, host: str, port: int, header_timeout_s: float, keep_alive_s: float,
-                   log_level: str = "warning", **kwargs: Any) -> uvicorn.Config:
-    """A uvicorn Config serving `app` with the header and keep-alive time-outs."""
-    return uvicorn.Config(
+                   log_level: str = "warning", **kwargs: Any) -> HeaderTimeoutConfig:
+    """A uvicorn Config serving `app` (an ASGI app, or an import string with `factory=True` and
+    `workers=N` in `kwargs`) with the header and keep-alive time-outs."""
+    return HeaderTimeoutConfig(
         app,
+        header_timeout_s,
         host=host,
         port=port,
         log_level=log_level,
-        http=header_timeout_protocol(AutoHTTPProtocol, header_timeout_s),
+        http=HeaderTimeoutHTTPProtocol,
         timeout_keep_alive=keep_alive_s,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         **kwargs,
@@ -81,5 +106,17 @@ def uvicorn_config(app: Any, host: str, port: int, header_timeout_s: float, keep
 
 
 def run_server(app: Any, host: str, port: int, header_timeout_s: float, keep_alive_s: float, **kwargs: Any) -> None:
-    """Serve `app` on `host:port` until interrupted (see `uvicorn_config`)."""
-    uvicorn.Server(uvicorn_config(app, host, port, header_timeout_s, keep_alive_s, **kwargs)).run()
+    """Serve `app` on `host:port` until interrupted (see `uvicorn_config`). With `workers=N` > 1 in
+    `kwargs`, `app` must be an import string (a factory with `factory=True`): uvicorn's supervisor
+    binds the socket once and runs N worker processes that each import and build the app."""
+    config = uvicorn_config(app, host, port, header_timeout_s, keep_alive_s, **kwargs)
+    if config.workers == 1:
+        uvicorn.Server(config).run()
+        return
+    if not isinstance(app, str):
+        raise TypeError("several workers need the app as an import string ('module:attribute')")
+    sockets = [config.bind_socket()]
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn: the server's run method
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=sockets).run()
+    else:  # each worker process builds its own Server from the config
+        Multiprocess(config, sockets=sockets).run()
