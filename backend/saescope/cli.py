@@ -504,6 +504,47 @@ def _add_portable(add: _Adder) -> None:
                    "e.g. postgresql+psycopg://user@host:5432/db")
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    from saescope.devices import resolve_device
+    from saescope.interpret.config import ExplainConfig, LLMConfig
+    from saescope.pipeline.explain import explain_atlas
+
+    llm = LLMConfig(base_url=args.llm_base_url or "", model=args.llm_model or "", gguf_path=args.gguf or "",
+                    concurrency=args.concurrency, logprobs=args.logprobs)
+    config = ExplainConfig(n_contexts=args.contexts, device=str(resolve_device(args.device)), llm=llm)
+    report = explain_atlas(args.atlas, args.db, args.dictionary or None, args.explainer,
+                           args.scorer or ["simulation", "detection", "fuzzing"], config)
+    print(report.describe())
+
+
+def _add_explain(add: _Adder) -> None:
+    """The `explain` command: automated interpretability of an atlas's features."""
+    p = add(
+        "explain",
+        cmd_explain,
+        "Explain every feature of an atlas's dictionaries and score the explanations (simulation, detection, "
+        "fuzzing); store them for the dashboard. Resumes an interrupted run; LLM answers are cached.",
+    )
+    p.add_argument("--atlas", type=Path, required=True, help="atlas directory")
+    p.add_argument("--db", default=None, help="store URL (default: SQLite file ATLAS/atlas.db)")
+    p.add_argument("--dictionary", action="append", default=None, metavar="ID",
+                   help="dictionary to explain (repeat for several; default: every ready dictionary)")
+    p.add_argument("--explainer", default="lookup", choices=("lookup", "openai", "gguf"),
+                   help="lookup (default): LLM-free characteristic tokens; openai: any OpenAI-compatible endpoint "
+                   "($SAESCOPE_LLM_BASE_URL, $SAESCOPE_LLM_MODEL, $SAESCOPE_LLM_API_KEY); gguf: a local GGUF "
+                   "model in-process (default SmolLM2-135M-Instruct, extra `smollm2`)")
+    p.add_argument("--scorer", action="append", default=None, choices=("simulation", "detection", "fuzzing"),
+                   help="scorer to run (repeat for several; default all three)")
+    p.add_argument("--contexts", type=int, default=1024, help="corpus contexts scanned for fragments (default 1024)")
+    p.add_argument("--llm-base-url", dest="llm_base_url", default=None, help="OpenAI-compatible base URL (…/v1)")
+    p.add_argument("--llm-model", dest="llm_model", default=None, help="model name sent to the endpoint")
+    p.add_argument("--gguf", default=None, help="GGUF model file for --explainer gguf")
+    p.add_argument("--concurrency", type=int, default=4, help="LLM requests in flight at once (default 4)")
+    p.add_argument("--logprobs", action="store_true",
+                   help="weight simulated activations by the endpoint's log-probabilities where it returns them")
+    _add_device(p)
+
+
 def _add_nproc(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help=f"run as N processes on this machine (torch.distributed, gloo): {what}; the same "
@@ -524,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    for add_commands in (_add_demo, _add_training, _add_evaluation, _add_serving, _add_portable):
+    for add_commands in (_add_demo, _add_training, _add_evaluation, _add_serving, _add_portable,
+                         _add_explain):
         add_commands(add)
     return parser
 

@@ -27,7 +27,7 @@ from saescope.api.deps import AppState
 from saescope.api.errors import install_error_handlers
 from saescope.api.page_fast_path import FeaturePageFastPath
 from saescope.api.request_guard import RequestGuard
-from saescope.api.routers import dictionaries, features, inference, interventions, meta
+from saescope.api.routers import dictionaries, features, inference, interpretability, interventions, meta
 from saescope.api.runtime import EngineHolder, ModelWorker, freeze_long_lived_objects
 from saescope.api.settings import ApiSettings
 from saescope.store.database import parse_store_url
@@ -162,7 +162,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     if settings.fast_paths:
         app.add_middleware(FeaturePageFastPath, reader=reader, prefix=API_PREFIX)
     app.add_middleware(RequestGuard, security=settings.security, prefix=API_PREFIX)
-    for module in (meta, dictionaries, features, inference, interventions):
+    for module in (meta, dictionaries, features, inference, interventions, interpretability):
         app.include_router(module.router, prefix=API_PREFIX)
 
     plotly_js = plotly_js_path()

@@ -181,6 +181,20 @@ class Match(BaseModel):
     label: str = Field("", description="That feature's label.")
 
 
+class ExplanationScore(BaseModel):
+    """One scorer's score of an explanation, with the scorer's name and version."""
+
+    scorer: str = Field(..., description="simulation | detection | fuzzing.")
+    method: str = Field(..., description="lookup (LLM-free) | llm.")
+    version: str = Field(..., description="Scorer name and version, e.g. simulation-lookup/1.")
+    variant: str = Field(..., description="top_and_random | top | random (simulation); balanced_accuracy.")
+    value: float | None = Field(None, description="The score; null when NaN or failed.")
+    n: int = Field(0, description="Tokens (simulation) or items (detection, fuzzing) scored.")
+    nan: bool = Field(False, description="The score is undefined (e.g. a constant prediction).")
+    failed: bool = Field(False, description="The scorer's LLM answer could not be used.")
+    note: str = Field("", description="Why the score is NaN or failed.")
+
+
 class Explanation(BaseModel):
     """A natural-language explanation and its simulation scores."""
 
@@ -190,6 +204,7 @@ class Explanation(BaseModel):
     score_top_random: float | None = Field(None, description="Score on top and random examples.")
     score_top: float | None = Field(None, description="Score on top examples.")
     score_random: float | None = Field(None, description="Score on random examples.")
+    scores: list[ExplanationScore] = Field(default_factory=list, description="Every scorer's score.")
 
 
 class ExampleGroupInfo(BaseModel):
@@ -444,3 +459,75 @@ class AblateResponse(BaseModel):
         description="Tokens whose next-token log-probability changed most in absolute value, averaged "
         "over the positions where the feature fires; empty when it never fires.",
     )
+
+
+class ScoreSummary(BaseModel):
+    """One scorer variant over a dictionary's features: n, mean and 95% confidence interval."""
+
+    scorer: str = Field(..., description="simulation | detection | fuzzing.")
+    method: str = Field(..., description="lookup | llm.")
+    version: str = Field(..., description="Scorer name and version.")
+    variant: str = Field(..., description="top_and_random | top | random | balanced_accuracy.")
+    n: int = Field(..., description="Features with a finite score.")
+    mean: float | None = Field(None, description="Mean score.")
+    ci_low: float | None = Field(None, description="Lower bound of the 95% confidence interval (t).")
+    ci_high: float | None = Field(None, description="Upper bound of the 95% confidence interval (t).")
+    n_nan: int = Field(0, description="Features whose score is undefined (constant prediction etc.).")
+    n_failed: int = Field(0, description="Features whose LLM answer could not be used.")
+    n_dead: int = Field(0, description="Features without an activating fragment (not scored).")
+
+
+class InterpretRun(BaseModel):
+    """The last explain run of a dictionary with one explainer."""
+
+    explainer: str = Field(..., description="e.g. lookup/1, openai:MODEL, gguf:FILE.")
+    scorers: list[str] = Field(default_factory=list, description="Scorers that ran.")
+    summary: list[ScoreSummary] = Field(default_factory=list, description="One entry per scorer variant.")
+    created_at: datetime | None = Field(None, description="When it was written.")
+
+
+class ScorePoints(BaseModel):
+    """Per scored feature: its best simulation score and its highest cross-dictionary cosine."""
+
+    index: list[int] = Field(default_factory=list, description="Feature indices.")
+    score: list[float] = Field(default_factory=list, description="features.score of each.")
+    max_cosine: list[float | None] = Field(default_factory=list,
+                                           description="Highest decoder cosine with a feature of another "
+                                           "dictionary at the hook point (null without matches).")
+
+
+class DictionaryInterpretability(BaseModel):
+    dictionary_id: str = Field(..., description="Dictionary id.")
+    kind: str = Field(..., description="sae | neurons | random | pca | ica.")
+    architecture: str = Field(..., description="Architecture or baseline variant.")
+    d_sae: int = Field(..., description="Number of features.")
+    runs: list[InterpretRun] = Field(default_factory=list, description="Explain runs, by explainer.")
+    points: ScorePoints = Field(default_factory=ScorePoints, description="Score vs max cosine similarity.")
+
+
+class InterpretabilityResponse(BaseModel):
+    """Interpretability scores of every ready dictionary at a hook point (the comparison page)."""
+
+    hook_name: str
+    dictionaries: list[DictionaryInterpretability]
+
+
+class SearchHit(BaseModel):
+    dictionary_id: str = Field(..., description="Dictionary id.")
+    index: int = Field(..., description="Feature index.")
+    hook_name: str = Field(..., description="The dictionary's hook point.")
+    name: str = Field("", description="Display name, e.g. L0M/12.")
+    label: str = Field("", description="LLM-free label.")
+    explanation: str = Field("", description="Best explanation, or empty.")
+    score: float | None = Field(None, description="Best explanation score.")
+    density: float = Field(0.0, description="Firing density.")
+    max_activation: float = Field(0.0, description="Largest activation seen.")
+
+
+class SearchResponse(BaseModel):
+    """Features of every ready dictionary whose label, top tokens or explanation match, best score first."""
+
+    total: int
+    offset: int
+    limit: int
+    items: list[SearchHit]

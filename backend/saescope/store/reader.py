@@ -37,6 +37,8 @@ from sqlalchemy.pool import StaticPool
 
 from saescope.errors import ConfigError, NotFoundError
 from saescope.store.database import parse_store_url
+from saescope.store import interpretability
+from saescope.store.interpretability import explanation_scores, has_interpret_tables
 from saescope.store.schema import (
     ADDED_FEATURE_COLUMNS,
     ContextRow,
@@ -261,6 +263,7 @@ def _build_statements() -> dict[str, Any]:
     feature = _feature_statement()
     explanations = (
         select(
+            ExplanationRow.id,
             ExplanationRow.text,
             ExplanationRow.method,
             ExplanationRow.explainer,
@@ -353,6 +356,7 @@ class StoreReader:
         self._model_briefs: dict[str | None, tuple[float, Any]] = {}  # model id -> (time, its briefs)
         self._pages_table_seen_at: float | None = None  # monotonic time the pages table was last looked for
         self._has_pages_table = False
+        self._has_scores_table: bool | None = None
 
     @classmethod
     def from_url(cls, url: str) -> StoreReader:
@@ -562,6 +566,8 @@ class StoreReader:
                 raise NotFoundError(f"feature {index} of dictionary {dictionary_id!r} not found")
             explanations = conn.execute(self._q["explanations"], params).mappings().all()
             groups = conn.execute(self._q["groups"], params).all()
+            scores = (explanation_scores(conn, [int(e["id"]) for e in explanations])
+                      if explanations and self._scores_table_exists() else {})
 
         record = _summary(row, row["display_prefix"] or "")
         quantile_edges = row.get("quantile_edges")
@@ -598,6 +604,7 @@ class StoreReader:
                     "score_top_random": _finite(e["score_top_random"], None),
                     "score_top": _finite(e["score_top"], None),
                     "score_random": _finite(e["score_random"], None),
+                    "scores": [{**sc, "value": _finite(sc["value"], None)} for sc in scores.get(int(e["id"]), [])],
                 }
                 for e in explanations
             ],
@@ -662,6 +669,44 @@ class StoreReader:
             return values
 
         return str(compiled), make_params
+
+    # ------------------------------------------------------------------ interpretability
+
+    def interpretability(self, hook_name: str) -> list[dict[str, Any]]:
+        """Every ready dictionary at `hook_name` with its explain runs (summaries per scorer) and its
+        score-vs-max-cosine points; [] when there is none (NotFoundError is the caller's choice)."""
+        if not self._scores_table_exists():
+            return [{"dictionary_id": d["id"], "kind": d["kind"], "architecture": d["architecture"],
+                     "d_sae": d["d_sae"], "runs": [], "points": {"index": [], "score": [], "max_cosine": []}}
+                    for d in self.list_dictionaries(hook_name=hook_name)]
+        out = []
+        for d in interpretability.interpret_runs(self.db, hook_name):
+            points = interpretability.score_points(self.db, d["id"])
+            out.append({
+                "dictionary_id": d["id"], "kind": d["kind"], "architecture": d["architecture"], "d_sae": d["d_sae"],
+                "runs": [{**r, "created_at": _aware(r["created_at"])} for r in d["runs"]],
+                "points": {"index": [p[0] for p in points], "score": [_finite(p[1]) for p in points],
+                           "max_cosine": [_finite(p[2], None) for p in points]},
+            })
+        return out
+
+    def search_features(self, q: str, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        """Features of every ready dictionary whose label, top tokens or an explanation contains `q`
+        (case-insensitive): {total, offset, limit, items}, best score first."""
+        pattern = f"%{_escape_like(q.lower())}%"
+        total, rows = interpretability.search_features(self.db, pattern, limit, offset)
+        items = [{"dictionary_id": r["dictionary_id"], "index": int(r["index"]), "hook_name": r["hook_name"],
+                  "name": _display_name(r["display_prefix"] or "", int(r["index"])), "label": r["label"] or "",
+                  "explanation": r["explanation"], "score": _finite(r["score"], None),
+                  "density": _finite(r["density"]), "max_activation": _finite(r["max_activation"])} for r in rows]
+        return {"total": total, "offset": offset, "limit": limit, "items": items}
+
+    def _scores_table_exists(self) -> bool:
+        """Whether the store has the explanation scores table (looked up once; stores written
+        before it existed show explanations without per-scorer scores)."""
+        if self._has_scores_table is None:
+            self._has_scores_table = has_interpret_tables(self.db)
+        return self._has_scores_table
 
     def _pages_table_exists(self) -> bool:
         """Whether the store has the pre-rendered pages table (stores written before it existed do

@@ -1,5 +1,5 @@
 """The atlas store's SQLAlchemy 2 schema: models, contexts, dictionaries, features, examples,
-explanations, and pre-rendered feature pages.
+explanations with their scores and fragments, and pre-rendered feature pages.
 
 Owns table and index definitions only; reading and writing live in `reader.py` and `writer.py`.
 Works on SQLite and PostgreSQL (JSON columns, no dialect-specific types). Shaped for the pages people
@@ -187,6 +187,72 @@ class ExplanationRow(Base):
         ),
         Index("ix_explanations_feature", "dictionary_id", "feature_index"),
     )
+
+
+class ExplanationScoreRow(Base):
+    """One scorer's score of one explanation (scorer name and version beside the value).
+
+    `value` is NULL when the score is undefined (`nan`, e.g. a constant simulation) or when the
+    scorer's LLM answer could not be used (`failed`); `note` says why."""
+
+    __tablename__ = "explanation_scores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    explanation_id: Mapped[int] = mapped_column(ForeignKey("explanations.id", ondelete="CASCADE"))
+    dictionary_id: Mapped[str] = mapped_column(String(128))
+    feature_index: Mapped[int] = mapped_column(Integer)
+    scorer: Mapped[str] = mapped_column(String(32))  # simulation | detection | fuzzing
+    method: Mapped[str] = mapped_column(String(32))  # lookup | llm
+    version: Mapped[str] = mapped_column(String(64))  # e.g. simulation-lookup/1
+    variant: Mapped[str] = mapped_column(String(32))  # top_and_random | top | random | balanced_accuracy
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)  # tokens or items scored
+    nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["dictionary_id", "feature_index"],
+            ["features.dictionary_id", "features.index"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_explanation_scores_explanation", "explanation_id"),
+        Index("ix_explanation_scores_dictionary", "dictionary_id", "scorer", "variant"),
+    )
+
+
+class FeatureFragmentsRow(Base):
+    """The fragments one feature was explained and scored on (the interpretability protocol).
+
+    `fragments`: {"explanation" | "scoring" | "random_activating": [{"doc_id", "tokens": [ids],
+    "activations": [[position, value], ...]}], "random": [[[position, value], ...], ...]} — the
+    unconditional random fragments' tokens are shared by the dictionary (`interpret_runs`), so only
+    this feature's non-zero activations on them are kept."""
+
+    __tablename__ = "feature_fragments"
+    dictionary_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    max_activation: Mapped[float] = mapped_column(Float, default=0.0)  # the 10 of the 0-10 scale
+    fragments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["dictionary_id", "index"], ["features.dictionary_id", "features.index"], ondelete="CASCADE"
+        ),
+    )
+
+
+class InterpretRunRow(Base):
+    """The last explain run of one dictionary per explainer: what ran, its summaries per scorer
+    (n, mean, 95% CI, NaN and failure counts), and the random fragments its features share."""
+
+    __tablename__ = "interpret_runs"
+    dictionary_id: Mapped[str] = mapped_column(ForeignKey("dictionaries.id", ondelete="CASCADE"), primary_key=True)
+    explainer: Mapped[str] = mapped_column(String(128), primary_key=True)  # e.g. lookup/1, openai:MODEL
+    scorers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # [{"scorer", "method", "version", "variant", "n", "mean", "ci_low", "ci_high", "n_nan", "n_failed"}]
+    summary: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    random_fragments: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"doc_id", "tokens"}]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class FeaturePageRow(Base):
