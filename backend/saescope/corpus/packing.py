@@ -6,7 +6,8 @@ and `pack_documents`. Each context lies inside one document: position 0 holds th
 index into the document's own token sequence, BOS excluded). Documents are cut into non-overlapping
 windows and a tail shorter than a full window is dropped; `one_window_per_document=True` instead takes
 at most one window per document at a random offset (seeded, stable per document), as the auto-interp
-protocol needs. Takes any Hugging Face tokenizer; knows nothing about models.
+protocol needs. Text becomes tokens only through `corpus/encoding.py` (the BOS rule live inference
+shares). Takes any Hugging Face tokenizer; knows nothing about models.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from saescope.corpus.documents import Document
+from saescope.corpus.encoding import bos_token_id, encode_texts
 from saescope.errors import InputError
 
-TOKENIZE_BATCH_DOCUMENTS = 64
+__all__ = ["PackedContexts", "bos_token_id", "pack_documents", "pack_token_sequences", "tokenize_documents"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,33 +65,15 @@ class PackedContexts:
 
 
 def tokenize_documents(documents: Sequence[Document], tokenizer: Any) -> list[np.ndarray]:
-    """Token ids (int64, no special tokens) of each document, batched through the fast tokenizer."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    fast = getattr(backend, "encode_batch_fast", None)  # skips computing offsets, which we do not use
-    out: list[np.ndarray] = []
-    for start in range(0, len(documents), TOKENIZE_BATCH_DOCUMENTS):
-        texts = [d.text for d in documents[start : start + TOKENIZE_BATCH_DOCUMENTS]]
-        if fast is not None:
-            out.extend(np.asarray(e.ids, dtype=np.int64) for e in fast(texts, add_special_tokens=False))
-        else:
-            enc = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-            out.extend(np.asarray(ids, dtype=np.int64) for ids in enc)
-    return out
+    """Token ids (int64, no special tokens, no BOS) of each document, by the shared encoding rule
+    of `corpus/encoding.py`."""
+    return encode_texts(tokenizer, [d.text for d in documents])
 
 
 def _document_rng(seed: int, doc_id: str) -> np.random.Generator:
     """An RNG that depends only on the seed and the document id (stable when documents are added)."""
     digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "big")])
-
-
-def bos_token_id(tokenizer: Any) -> int:
-    """The tokenizer's BOS id (falling back to EOS, as GPT-2 style tokenizers use one for both)."""
-    for attr in ("bos_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    raise InputError("the tokenizer has neither a BOS nor an EOS token; pass prepend_bos=False")
 
 
 def pack_token_sequences(

@@ -1,6 +1,6 @@
 """The live engine: one loaded model plus its dictionaries on one device, for pasted text.
 
-Owns model work done at request time: tokenising text (BOS prepended, like the corpus contexts),
+Owns model work done at request time: tokenising text (one BOS prepended by the corpus contexts' rule),
 feature activations for several dictionaries in ONE forward (hooks on every needed hook point, the
 forward ended right after the last hook needed), steering (add / clamp a feature at its hook point while
 generating, default and steered continuations side by side, seeded sampling) and ablation (remove a
@@ -30,7 +30,7 @@ from saescope.activations.hooks import (
     hook_layer,
     unflatten_into_hook,
 )
-from saescope.corpus.packing import bos_token_id
+from saescope.corpus.encoding import bos_token_id, encode_text
 from saescope.devices import resolve_device
 from saescope.dictionaries.base import Dictionary
 from saescope.engine.top_features import RowSummaries, summarise_rows
@@ -136,9 +136,6 @@ class Engine:
         if tokenizer is None:
             raise ConfigError("the model has no tokenizer: load it with saescope.lm.loading.load_lm")
         self.tokenizer = tokenizer
-        # a fast (Rust) tokenizer's own encoder gives the same ids as `tokenizer(text, add_special_tokens=False)`
-        # without the Python wrapper's padding/truncation/BatchEncoding work
-        self._rust_tokenizer = getattr(tokenizer, "_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self.bos_id = int(bos_token_id(tokenizer))
 
     # ------------------------------------------------------------------ construction
@@ -199,20 +196,17 @@ class Engine:
     # ------------------------------------------------------------------ tokens
 
     def tokenize(self, text: str, max_tokens: int | None = None, field: str = "text") -> list[int]:
-        """Token ids of `text` with BOS prepended (like corpus contexts).
+        """Token ids of `text` with exactly one BOS first, by the rule corpus contexts are packed
+        with (`saescope.corpus.encoding.encode_text`).
 
         Raises InputError (naming `field`) when the text is empty after tokenisation or when the
         result exceeds `max_tokens` or the model's context length.
         """
         if not text or not text.strip():
             raise InputError("text is empty: paste some text", field=field)
-        if self._rust_tokenizer is not None:
-            ids = self._rust_tokenizer.encode(text, add_special_tokens=False).ids
-        else:
-            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        if not ids:
+        ids = encode_text(self.tokenizer, text, prepend_bos=True)
+        if len(ids) < 2:
             raise InputError("text produced no tokens: paste some text", field=field)
-        ids = [self.bos_id] + [int(t) for t in ids]
         limit = self.n_ctx if max_tokens is None else min(max_tokens, self.n_ctx)
         if len(ids) > limit:
             raise InputError(
