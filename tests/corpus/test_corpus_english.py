@@ -46,6 +46,8 @@ def test_short_items_are_grouped_in_order_to_the_minimum_length():
     assert all(len(g) >= 1000 for g in groups)
     assert "\n\n".join(groups) == "\n\n".join(items)  # nothing lost, order kept
     assert [g.count("item ") for g in groups] == [4, 6]  # 4 items reach 1000; the last 2 join the 2nd group
+    exact = english.group_items(["a" * 498] * 6, min_chars=1000)  # two joined are 998 characters
+    assert [len(g) for g in exact] == [1498, 1498]
 
 
 def test_a_missing_package_gives_a_config_error_naming_the_extra(monkeypatch):

@@ -213,8 +213,8 @@ def group_items(items: Iterable[str], min_chars: int = MIN_DOCUMENT_CHARS) -> li
     current: list[str] = []
     size = 0
     for item in items:
+        size += len(item) + (2 if current else 0)  # the joined text's length
         current.append(item)
-        size += len(item) + 2
         if size >= min_chars:
             groups.append("\n\n".join(current))
             current, size = [], 0
