@@ -13,6 +13,7 @@ stable hash of the id. Knows nothing about tokenizers or models.
 
 from __future__ import annotations
 
+import ast
 import bz2
 import html
 import importlib.util
@@ -226,20 +227,29 @@ def group_items(items: Iterable[str], min_chars: int = MIN_DOCUMENT_CHARS) -> li
     return groups
 
 
+def _literal_assignment(path: Path, name: str) -> object:
+    """The literal value assigned to `name` at the top level of a Python file (read, never run)."""
+    try:
+        tree = ast.parse(_read_text_file(path) or "")
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                return None
+    return None
+
+
 def pydoc_documents() -> list[Document]:
     """The English prose of Python's `pydoc_data.topics` (the language reference's topics), each
     topic a document, short ones grouped; empty when the interpreter ships no pydoc_data."""
     root = _package_dir("pydoc_data")
     if root is None or not (root / "topics.py").is_file():
         return []
-    namespace: dict[str, object] = {}
-    source = _read_text_file(root / "topics.py") or ""
-    try:
-        exec(compile(source, str(root / "topics.py"), "exec"), {"__builtins__": {}}, namespace)
-    except Exception:  # an unexpected file: the corpus then simply lacks this source
-        return []
-    topics = namespace.get("topics")
-    if not isinstance(topics, dict):
+    topics = _literal_assignment(root / "topics.py", "topics")
+    if not isinstance(topics, dict):  # an unexpected file: the corpus then simply lacks this source
         return []
     docs: list[Document] = []
     short: list[str] = []
