@@ -84,6 +84,8 @@ export const api = {
   featurePage: (id, index) => apiGet(`/dictionaries/${enc(id)}/features/${enc(index)}/page`),
   examples: (id, index, group) => apiGet(`/dictionaries/${enc(id)}/features/${enc(index)}/examples`, { group }),
   map: (hookName) => apiGet('/map', { hook_name: hookName }),
+  interpretability: (hookName) => apiGet('/interpretability', { hook_name: hookName }),
+  search: (q, params = {}) => apiGet('/search', { q, ...params }),
   activations: (body) => apiPost('/inference/activations', body),
   featureOnText: (body) => apiPost('/inference/feature', body),
   steer: (body) => apiPost('/steer', body),

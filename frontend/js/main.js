@@ -9,6 +9,7 @@ import * as feature from './views/feature.js';
 import * as map from './views/map.js';
 import * as analyse from './views/analyse.js';
 import * as steer from './views/steer.js';
+import * as scores from './views/scores.js';
 
 const routes = {
   home: { match: (s) => (s.length === 0 ? {} : null), render: home.render },
@@ -17,6 +18,7 @@ const routes = {
   map: { match: (s) => (s[0] === 'map' && s.length <= 2 ? { hook: s[1] ?? null } : null), render: map.render },
   analyse: { match: (s) => (s[0] === 'analyse' && s.length === 1 ? {} : null), render: analyse.render },
   steer: { match: (s) => (s[0] === 'steer' && s.length === 1 ? {} : null), render: steer.render },
+  scores: { match: (s) => (s[0] === 'scores' && s.length <= 2 ? { hook: s[1] ?? null } : null), render: scores.render },
   notfound: {
     match: () => null,
     render: (root) => {

@@ -156,3 +156,20 @@ def test_the_api_serves_summaries_per_dictionary_and_searches_every_dictionary(e
         assert all(x["explanation"].lower().startswith("fires on") for x in found["items"])
         assert client.get("/api/v1/search", params={"q": word}).json()["total"] >= 1
         assert client.get("/api/v1/search", params={"q": ""}).status_code == 422
+
+
+def test_a_store_without_the_interpretability_tables_still_serves_features(demo_atlas, tmp_path) -> None:
+    from sqlalchemy import text
+
+    copy = tmp_path / "atlas"
+    shutil.copytree(demo_atlas.root, copy)
+    url = AtlasLayout(root=copy).sqlite_url
+    db = create_database(url)
+    with db.begin() as conn:
+        for table in ("explanation_scores", "feature_fragments", "interpret_runs"):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    db.dispose()
+    reader = StoreReader.from_url(url)
+    assert all(e["scores"] == [] for e in reader.get_feature("relu-64", 0)["explanations"])
+    assert all(d["runs"] == [] for d in reader.interpretability("blocks.0.mlp.hook_post"))
+    reader.close()

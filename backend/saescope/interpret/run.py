@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from saescope.errors import ConfigError
 from saescope.interpret import lookup, prompts
 from saescope.interpret.config import EXPLAINERS, SCORERS, ExplainConfig
-from saescope.interpret.fragments import DictionaryFragments, FeatureFragments, Fragment
+from saescope.interpret.fragments import DictionaryFragments, FeatureFragments, Fragment, rescale
 from saescope.interpret.llm import ChatBackend, LLMError
 from saescope.interpret.prompts import AnswerError
 from saescope.interpret.scoring import Score, balanced_accuracy, pearson
@@ -69,11 +69,16 @@ def _failed(scorer: str, method: str, version: str, variants: Sequence[str], not
     return [Score(scorer, method, version, v, None, nan=nan, failed=not nan, note=note) for v in variants]
 
 
+def _levels(fragment: Fragment, feature: FeatureFragments) -> np.ndarray:
+    """The fragment's activations on the 0-10 scale prompts show (0: the feature does not fire)."""
+    return rescale(fragment.activations, feature.max_activation)
+
+
 def detection_items(feature: FeatureFragments, per_class: int | None) -> tuple[list[Fragment], list[int]]:
-    """Activating fragments (scoring set, then random activating) labelled 1 and non-activating
-    unconditional random fragments labelled 0, at most `per_class` of each."""
-    positives = feature.scoring + feature.random_activating
-    negatives = [f for f in feature.random if float(f.activations.max(initial=0.0)) <= 0]
+    """Activating fragments (scoring set, then random activating) labelled 1 and unconditional random
+    fragments where the feature stays at level 0 of the 0-10 scale labelled 0, at most `per_class` each."""
+    positives = [f for f in feature.scoring + feature.random_activating if _levels(f, feature).max(initial=0) > 0]
+    negatives = [f for f in feature.random if _levels(f, feature).max(initial=0) == 0]
     if per_class is not None:
         positives, negatives = positives[:per_class], negatives[:per_class]
     return positives + negatives, [1] * len(positives) + [0] * len(negatives)
@@ -81,17 +86,17 @@ def detection_items(feature: FeatureFragments, per_class: int | None) -> tuple[l
 
 def fuzzing_items(feature: FeatureFragments, per_class: int | None, seed: int
                   ) -> tuple[list[Fragment], list[np.ndarray], list[int]]:
-    """Each activating fragment twice: with its activating tokens highlighted (label 1) and with as
-    many other tokens highlighted (label 0), at most `per_class` of each."""
-    frags = [f for f in feature.scoring + feature.random_activating if float(f.activations.max(initial=0.0)) > 0]
-    frags = [f for f in frags if (f.activations <= 0).any()]
+    """Each activating fragment twice: with its activating tokens (level 1-10) highlighted (label 1) and
+    with as many level-0 tokens highlighted (label 0), at most `per_class` of each."""
+    levels = [(f, _levels(f, feature)) for f in feature.scoring + feature.random_activating]
+    chosen = [(f, lv) for f, lv in levels if lv.max(initial=0) > 0 and (lv == 0).any()]
     if per_class is not None:
-        frags = frags[:per_class]
+        chosen = chosen[:per_class]
     rng = np.random.default_rng([seed, feature.index, 31])
     items, marks, labels = [], [], []
-    for f in frags:
-        on = np.nonzero(f.activations > 0)[0]
-        off = np.nonzero(f.activations <= 0)[0]
+    for f, lv in chosen:
+        on = np.nonzero(lv > 0)[0]
+        off = np.nonzero(lv == 0)[0]
         items += [f, f]
         marks += [on, np.sort(rng.choice(off, size=min(len(on), len(off)), replace=False))]
         labels += [1, 0]

@@ -28,13 +28,25 @@ function explanationsBlock(detail) {
     h('table', { class: 'data compact' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Explanation'), h('th', {}, 'Method'),
         h('th', { class: 'num', title: 'Correlation of simulated vs true activations on top and random examples' }, 'top+random'),
-        h('th', { class: 'num' }, 'top'), h('th', { class: 'num' }, 'random'))),
+        h('th', { class: 'num' }, 'top'), h('th', { class: 'num' }, 'random'),
+        h('th', { class: 'num', title: 'Balanced accuracy: does the explanation pick out the activating fragments?' }, 'detection'),
+        h('th', { class: 'num', title: 'Balanced accuracy: does the explanation pick out the activating tokens?' }, 'fuzzing'))),
       h('tbody', {}, detail.explanations.map((e) => h('tr', {},
         h('td', { class: 'wide' }, e.text),
         h('td', {}, e.method, e.explainer ? h('span', { class: 'muted' }, ` (${e.explainer})`) : null),
-        h('td', { class: 'num' }, fmt(e.score_top_random)),
-        h('td', { class: 'num' }, fmt(e.score_top)),
-        h('td', { class: 'num' }, fmt(e.score_random)))))));
+        scoreCell(e, 'simulation', 'top_and_random', e.score_top_random),
+        scoreCell(e, 'simulation', 'top', e.score_top),
+        scoreCell(e, 'simulation', 'random', e.score_random),
+        scoreCell(e, 'detection', 'balanced_accuracy'),
+        scoreCell(e, 'fuzzing', 'balanced_accuracy'))))));
+}
+
+/** One score of an explanation: its value, or NaN / failed with the reason on hover; the scorer's version in the title. */
+function scoreCell(e, scorer, variant, fallback = null) {
+  const s = (e.scores || []).find((x) => x.scorer === scorer && x.variant === variant);
+  if (!s) return h('td', { class: 'num' }, fmt(fallback));
+  const text = s.value !== null ? fmt(s.value) : (s.failed ? 'failed' : 'NaN');
+  return h('td', { class: `num${s.value === null ? ' muted' : ''}`, title: `${s.version}${s.note ? `: ${s.note}` : ''} (n=${s.n})` }, text);
 }
 
 async function activationHistogram(el, detail) {
