@@ -143,6 +143,22 @@ def test_the_compose_health_check_passes_against_a_multi_worker_server(demo_atla
     assert subprocess.run(argv, timeout=30, capture_output=True).returncode != 0  # and fails once it stopped
 
 
+def test_worker_processes_close_connections_whose_headers_never_finish(demo_atlas):
+    with serving("--atlas", str(demo_atlas.root), "--workers", "2", "--header-timeout", "0.5",
+                 "--keep-alive", "30") as (port, _):
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]  # spread over the workers
+        started = time.monotonic()
+        for conn in silent:
+            conn.settimeout(10)
+            try:
+                assert conn.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+            conn.close()
+        assert time.monotonic() - started < 10
+        assert get_json(port, f"{API}/health")
+
+
 @pytest.mark.postgres
 def test_two_workers_serve_the_same_answers_from_postgresql(demo_atlas, sqlite_answers, pg_url, tmp_path):
     from saescope.pipeline.portable import export_atlas, import_atlas
