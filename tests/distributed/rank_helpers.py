@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from saescope.dictionaries.training import SAETrainingConfig
 from saescope.dictionaries.training_file import train_sae_from_file
@@ -27,3 +31,34 @@ def train_file(data: str, config_json: str, out: str, checkpoint_every: int, die
             os.kill(os.getpid(), signal.SIGKILL)
 
     train_sae_from_file(data, config, out, checkpoint_every=checkpoint_every, progress=False, callback=callback)
+
+
+def tiny_contexts(model_dir: str, n: int, seed: int = 0) -> Any:
+    """`n` random token contexts of 24 tokens (BOS first) for the tiny model, with repeated windows
+    and shared prefixes so that duplicates and ties of activation occur."""
+    from saescope.corpus.packing import PackedContexts
+
+    from saescope.lm.loading import load_lm
+
+    model = load_lm(model_dir, device="cpu")
+    g = np.random.default_rng(seed)
+    tokens = g.integers(1, int(model.cfg.d_vocab), size=(n, 24))
+    tokens[:, 0] = 0
+    tokens[1::7] = tokens[0::7][: len(tokens[1::7])]  # identical windows (one group)
+    tokens[2::5, :8] = tokens[0, :8]  # a shared prefix: equal activations on its positions
+    return PackedContexts(tokens=tokens, doc_ids=[f"doc{i // 3}" for i in range(n)], offsets=np.zeros(n, np.int64))
+
+
+def publish_tiny(store_url: str, model_dir: str, sae_dirs: list[str], work_dir: str, n_contexts: int) -> None:
+    """`precompute_and_publish` of the SAE folders over `tiny_contexts` on this rank (no UMAP)."""
+    from saescope.analysis.config import PrecomputeConfig
+    from saescope.dictionaries.saelens_format import load_dictionary
+    from saescope.lm.loading import load_lm
+    from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
+
+    torch.set_num_threads(1)
+    model = load_lm(model_dir, device="cpu")
+    entries = [DictionaryEntry(id=Path(d).name, dictionary=load_dictionary(Path(d))) for d in sae_dirs]
+    config = PrecomputeConfig(device="cpu", umap=False, progress=False, contexts_per_batch=16)
+    precompute_and_publish(store_url, model, ModelRecord(id="tiny"), entries, tiny_contexts(model_dir, n_contexts),
+                           config, work_dir=work_dir)

@@ -29,6 +29,10 @@ class PrecomputeConfig(BaseModel):
     )
     contexts_per_batch: int = Field(32, ge=1, le=4096, description="Contexts per forward pass.")
     device: str = Field("auto", description="Torch device for the model and dictionaries: auto|cpu|cuda.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Precision of the model forward and the SAE encodes (bf16/fp16 through autocast, "
+        "where the device supports it: fp16 only on CUDA); every statistic is accumulated in fp32 or fp64.",
+    )
     zero_first_position: bool = Field(
         True, description="Position 0 is BOS: its activations are stored as 0 and never counted."
     )

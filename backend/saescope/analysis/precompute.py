@@ -26,11 +26,19 @@ from tqdm.auto import tqdm
 
 from saescope.activations.hooks import flatten_hook_activation, stop_layer_for, validate_hook_name
 from saescope.analysis.config import PrecomputeConfig
+from saescope.analysis.distributed import (
+    clear_rank_states,
+    merge_rank_streams,
+    owned_batches,
+    rank_fingerprint,
+    rank_state_file,
+)
 from saescope.analysis.streaming import EMPTY, FeatureStream, FeatureStreamResult
-from saescope.devices import resolve_device
+from saescope.devices import compute_precision, resolve_device
 from saescope.dictionaries.base import Dictionary
 from saescope.dictionaries.state_files import StateFileError, load_state_file, save_state_file
 from saescope.errors import ConfigError, InputError
+from saescope.ranks import current_ranks
 
 STATE_FILE = "precompute_state.safetensors"
 LEGACY_STATE_FILE = "precompute_state.pt"
@@ -147,7 +155,7 @@ def _encode_all(
     with torch.no_grad():
         for _, d in dictionaries:
             x = flatten_hook_activation(raw[d.metadata.hook_name], d.metadata.hook_head_index)
-            f = d.encode(x.to(device, torch.float32))  # [b, pos, d_sae]
+            f = d.encode(x.to(device, torch.float32)).float()  # [b, pos, d_sae]; fp32 under autocast too
             if zero_first:
                 f[:, 0, :] = 0.0
             out.append(f)
@@ -212,6 +220,7 @@ def clear_state(work_dir: Path | str) -> None:
     path = Path(work_dir) / STATE_FILE
     if path.is_file():
         path.unlink()
+    clear_rank_states(Path(work_dir))
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
@@ -260,7 +269,7 @@ def run_precompute(
     work_dir: Path | str | None = None,
     on_batch: Callable[[int], None] | None = None,
     keep_state: bool = False,
-) -> PrecomputeResult:
+) -> PrecomputeResult | None:
     """Stream `tokens [n, n_ctx]` once through `model` and every dictionary; gather example activations.
 
     `dictionaries` are `(id, Dictionary)` pairs (hook point from `dictionary.metadata.hook_name`).
@@ -270,6 +279,11 @@ def run_precompute(
     With `keep_state`, the finished state stays in `work_dir` (the caller removes it with
     `clear_state(work_dir)` once the results are safely stored), so a failure after the stream does
     not cost another pass.
+
+    Over several ranks (torchrun, `--nproc`; `analysis.distributed`) each rank streams batches
+    i = rank mod world size and checkpoints them in its own file; rank 0 merges the streams into
+    exactly the one-process statistics, gathers the examples and returns the result; the other
+    ranks return None.
     """
     config = config or PrecomputeConfig()
     if not dictionaries:
@@ -287,6 +301,7 @@ def run_precompute(
     for did, d in dictionaries:
         validate_hook_name(model, d.metadata.hook_name, d.metadata.hook_head_index)
     device = resolve_device(config.device)
+    compute_precision(device, config.precision)  # an unsupported precision is refused before any work
     run_device = _model_device(model)
     for _, d in dictionaries:
         d.to(device)
@@ -313,21 +328,33 @@ def run_precompute(
     state_path = Path(work_dir) / STATE_FILE if work_dir is not None else None
     fp = _fingerprint(config, dictionaries, tok) if state_path is not None else ""
     saved = _load_state(state_path, fp, len(streams)) if state_path is not None else None
+    # over several ranks each streams its share of the batches (resuming its own checkpoint) and rank
+    # 0 merges them, unless a finished merged state is already there
+    ranks = current_ranks()
+    merge = ranks.distributed and (saved is None or int(saved["cursor"]) < n_batches)
+    if merge:
+        saved = None
+        if state_path is not None:
+            state_path, fp = rank_state_file(state_path.parent, ranks), rank_fingerprint(fp, ranks)
+            saved = _load_state(state_path, fp, len(streams))
     if saved is not None:
         start_batch = int(saved["cursor"])
         for s, st in zip(streams, saved["streams"]):
             s.load_state_dict(st)
     hook_names = list(dict.fromkeys(d.metadata.hook_name for _, d in dictionaries))
     n_counted = n_ctx - 1 if zero_first else n_ctx
-    bar = tqdm(range(start_batch, n_batches), desc="precompute", unit="batch", disable=not config.progress,
-               initial=start_batch, total=n_batches)
-    for bi in bar:
+    mine = owned_batches(start_batch, n_batches, ranks) if merge else list(range(start_batch, n_batches))
+    bar = tqdm(mine, desc="precompute", unit="batch", disable=not (config.progress and ranks.is_main),
+               initial=0 if merge else start_batch, total=len(mine) if merge else n_batches)
+    for done, bi in enumerate(bar, start=1):
         lo, hi = bi * bs, min(n, (bi + 1) * bs)
         t0 = time.perf_counter()
         batch = torch.from_numpy(tok[lo:hi]).to(run_device)
-        raw = multi_hook_activations(model, batch, hook_names)
+        with compute_precision(run_device, config.precision):
+            raw = multi_hook_activations(model, batch, hook_names)
         t1 = time.perf_counter()
-        feats = _encode_all(dictionaries, raw, device, zero_first)
+        with compute_precision(device, config.precision):
+            feats = _encode_all(dictionaries, raw, device, zero_first)
         t2 = time.perf_counter()
         ctx_ids = torch.arange(lo, hi)
         with _threads(config.bookkeeping_threads, device):
@@ -340,13 +367,24 @@ def run_precompute(
         del raw, feats
         if on_batch is not None:
             on_batch(bi)
-        if state_path is not None and config.checkpoint_every and (bi + 1) % config.checkpoint_every == 0 and bi + 1 < n_batches:
+        if state_path is not None and config.checkpoint_every and done % config.checkpoint_every == 0 and bi + 1 < n_batches:
             t4 = time.perf_counter()
             _save_state(state_path, {"fingerprint": fp, "cursor": bi + 1, "streams": [s.state_dict() for s in streams]})
             timings.checkpoint += time.perf_counter() - t4
     bar.close()
     if state_path is not None and keep_state and start_batch < n_batches:
         _save_state(state_path, {"fingerprint": fp, "cursor": n_batches, "streams": [s.state_dict() for s in streams]})
+    if merge:
+        merged = merge_rank_streams(streams, ranks)
+        if merged is None:
+            return None
+        if state_path is not None and keep_state:
+            state_path, fp = state_path.parent / STATE_FILE, _fingerprint(config, dictionaries, tok)
+            _save_state(state_path, {"fingerprint": fp, "cursor": n_batches, "streams": [s.state_dict() for s in merged]})
+            clear_rank_states(state_path.parent)
+        streams = merged
+    elif not ranks.is_main:
+        return None
     with _threads(config.bookkeeping_threads, device):
         results = [s.result() for s in streams]
     examples = _gather_examples(model, dictionaries, tok, results, config, device, timings)
@@ -446,7 +484,8 @@ def _gather_examples(
         hi = min(len(union), lo + bs)
         t0 = time.perf_counter()
         batch = torch.from_numpy(tok[union[lo:hi]]).to(run_device)
-        raw = multi_hook_activations(model, batch, hook_names)
+        with compute_precision(run_device, config.precision):
+            raw = multi_hook_activations(model, batch, hook_names)
         t1 = time.perf_counter()
         t_book = 0.0
         for k, (_, d) in enumerate(dictionaries):
@@ -458,7 +497,8 @@ def _gather_examples(
             fi = pairs[k][0][sel]
             x = flatten_hook_activation(raw[d.metadata.hook_name], d.metadata.hook_head_index).to(device, torch.float32)
             need, col = np.unique(fi, return_inverse=True)
-            f = encode_features(d, x, torch.from_numpy(need).to(device))  # [b, pos, n_need]
+            with compute_precision(device, config.precision):
+                f = encode_features(d, x, torch.from_numpy(need).to(device)).float()  # [b, pos, n_need]
             if config.zero_first_position:
                 f[:, 0, :] = 0.0
             tb = time.perf_counter()

@@ -23,9 +23,14 @@ Design (why it is exact in one pass):
   keeps the r smallest keys of the union, which is a uniform sample of the union. Keys come from the
   seed, so results do not depend on batch order or on resuming.
 - Random activating contexts: one such reservoir per feature over contexts where the feature fires.
-- Top-k: candidates (per-context maxima) above a feature's current k-th value are merged with its
-  buffer by one batched sort; duplicates of a group (same document when one window per document, else
-  identical token windows) are dropped keeping the best.
+- Top-k: candidates (per-context maxima) at or above a feature's current k-th value are merged with
+  its buffer by one batched sort; duplicates of a group (same document when one window per document,
+  else identical token windows) are dropped keeping the best. Ties of value go to the lower context
+  index, so the top-k is a function of the set of contexts seen, not of their order.
+- Merging (`merge_state`): two streams fed disjoint contexts (the ranks of a distributed precompute)
+  combine into exactly the stream fed all of them: both are brought to the larger scale (the same
+  exact folding), counts add, reservoirs keep the r smallest keys of the union and top-k buffers
+  merge as candidates. Only the float64 activation sums may differ in their last bits (summation order).
 Activations <= 0 count as "not firing" (ReLU/TopK/JumpReLU SAEs; baselines with negative values are
 ranked by their positive side only).
 """
@@ -239,7 +244,10 @@ class FeatureStream:
 
     def _rescale(self, bmax: Tensor) -> None:
         """Grow the scale of features whose batch max reaches it, folding fine bins exactly."""
-        new_exp = torch.where(bmax > 0, torch.maximum(self.exp, _frexp_exponent(bmax)), self.exp)
+        self._raise_exponents(torch.where(bmax > 0, torch.maximum(self.exp, _frexp_exponent(bmax)), self.exp))
+
+    def _raise_exponents(self, new_exp: Tensor) -> None:
+        """Set the scale exponents to `new_exp [d] >= self.exp`, folding fine bins and reservoirs exactly."""
         shift = new_exp - self.exp
         rows = (shift > 0).nonzero().squeeze(1)
         if rows.numel() == 0:
@@ -278,8 +286,16 @@ class FeatureStream:
         Only (feature, context) pairs above the feature's current k-th value are touched; they are
         padded into `[n_rows, w]` and merged with the `[n_rows, k]` buffers by one sort.
         """
+        d, b = cand_val.shape
+        self._merge_top_rows(cand_val, cand_ctx[None, :].expand(d, b), cand_grp[None, :].expand(d, b))
+
+    def _merge_top_rows(self, cand_val: Tensor, cand_ctx: Tensor, cand_grp: Tensor) -> None:
+        """Merge per-feature candidates `cand_val, cand_ctx, cand_grp [d, m]` into the top-k buffers.
+
+        Ranked by value, ties by lower context index; a candidate equal to the k-th value is
+        considered, so the result does not depend on the order candidates arrive in."""
         kth = self.top_val[:, -1]
-        hit = (cand_val > kth[:, None]).nonzero()  # [m, 2] (feature, batch column)
+        hit = ((cand_val >= kth[:, None]) & (cand_val > 0)).nonzero()  # [m, 2] (feature, column)
         if hit.numel() == 0:
             return
         f, j = hit[:, 0], hit[:, 1]  # sorted by feature (row-major nonzero)
@@ -292,24 +308,55 @@ class FeatureStream:
         pc = torch.full((n, w), EMPTY, dtype=torch.int64, device=f.device)
         pg = torch.full((n, w), EMPTY, dtype=torch.int64, device=f.device)
         pv[row, slot] = cand_val[f, j]
-        pc[row, slot] = cand_ctx[j]
-        pg[row, slot] = cand_grp[j]
+        pc[row, slot] = cand_ctx[f, j]
+        pg[row, slot] = cand_grp[f, j]
         val = torch.cat([self.top_val[rows], pv], 1)  # [n, k+w]
         ctx = torch.cat([self.top_ctx[rows], pc], 1)
         grp = torch.cat([self.top_grp[rows], pg], 1)
+        # rank by (value descending, context ascending; empty slots last): two stable sorts
+        ctx_key = torch.where(ctx >= 0, ctx, torch.full_like(ctx, torch.iinfo(torch.int64).max))
+        order = torch.argsort(ctx_key, dim=1, stable=True)
+        val, ctx, grp = val.gather(1, order), ctx.gather(1, order), grp.gather(1, order)
         order = torch.argsort(val, dim=1, descending=True, stable=True)
         val, ctx, grp = val.gather(1, order), ctx.gather(1, order), grp.gather(1, order)
         m = val.shape[1]
         earlier = torch.ones(m, m, dtype=torch.bool, device=val.device).tril(-1)  # [j, j'] j' < j
         dup = ((grp[:, :, None] == grp[:, None, :]) & earlier[None]).any(dim=2) & (grp >= 0)
         val = torch.where(dup, torch.zeros_like(val), val)
-        best, idx = torch.topk(val, k, dim=1, sorted=True)
+        idx = torch.argsort(val, dim=1, descending=True, stable=True)[:, :k]  # duplicates sink, order kept
+        best = val.gather(1, idx)
         new_ctx = ctx.gather(1, idx)
         new_grp = grp.gather(1, idx)
         empty = best <= 0
         self.top_val[rows] = best
         self.top_ctx[rows] = torch.where(empty, torch.full_like(new_ctx, EMPTY), new_ctx)
         self.top_grp[rows] = torch.where(empty, torch.full_like(new_grp, EMPTY), new_grp)
+
+    # ------------------------------------------------------------------ merge
+    def merge_state(self, state: dict[str, Any]) -> None:
+        """Fold in the `state_dict()` of a stream with the same settings that saw other contexts:
+        afterwards this stream holds what one stream fed both sets of contexts would hold."""
+        other = FeatureStream(
+            self.d_sae, self.top_k, self.n_intervals, self.r, self.n_random, self.bins, self.seed, self.device
+        )
+        other.load_state_dict(state)
+        common = torch.maximum(self.exp, other.exp)
+        self._raise_exponents(common)
+        other._raise_exponents(common)
+        self.n_tokens += other.n_tokens
+        self.fire_count += other.fire_count
+        self.act_sum += other.act_sum
+        self.act_max = torch.maximum(self.act_max, other.act_max)
+        self.hist += other.hist
+        self.int_count += other.int_count
+        for mine, theirs in (
+            ((self.int_key, self.int_ctx, self.int_val), (other.int_key, other.int_ctx, other.int_val)),
+            ((self.rnd_key, self.rnd_ctx, self.rnd_val), (other.rnd_key, other.rnd_ctx, other.rnd_val)),
+        ):
+            keep = torch.isfinite(theirs[0])  # [cells, r]
+            cell = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)[keep]
+            _reservoir_insert(*mine, cell, theirs[0][keep], theirs[1][keep], theirs[2][keep])
+        self._merge_top_rows(other.top_val, other.top_ctx, other.top_grp)
 
     # ------------------------------------------------------------------ result
     def result(self) -> FeatureStreamResult:

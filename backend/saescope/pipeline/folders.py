@@ -86,7 +86,8 @@ def precompute_folders(
     device: str = "auto",
     config: PrecomputeConfig | None = None,
 ) -> str:
-    """Precompute and publish the feature records of SAELens folders for one model into an atlas store."""
+    """Precompute and publish the feature records of SAELens folders for one model into an atlas store;
+    returns the one-line report (empty on ranks other than 0 of a multi-process run)."""
     if n_contexts < 1:
         raise ConfigError("--contexts must be positive")
     layout = AtlasLayout(root=Path(atlas))
@@ -103,6 +104,8 @@ def precompute_folders(
         work_dir=layout.work_dir / "precompute",
         atlas_root=layout.root,
     )
+    if report is None:  # a rank other than 0 of a multi-process precompute: rank 0 publishes and reports
+        return ""
     return (
         f"published {', '.join(report.dictionary_ids)}: {report.n_features} features, {report.n_examples} "
         f"examples over {report.n_tokens} tokens in {report.timings.get('total', 0):.1f} s"

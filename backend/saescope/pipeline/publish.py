@@ -58,6 +58,7 @@ from saescope.store.publish import (
     validate_dictionary_id,
 )
 from saescope.pipeline.validation import check_all_fit_model
+from saescope.ranks import current_ranks
 from saescope.store.reader import StoreReader
 
 __all__ = ["ContextsLike", "DictionaryEntry", "ModelRecord", "PublishReport", "StaleDictionary", "display_prefix",
@@ -149,7 +150,7 @@ def precompute_and_publish(
     work_dir: Path | str | None = None,
     atlas_root: Path | str | None = None,
     on_batch: Callable[[int], None] | None = None,
-) -> PublishReport:
+) -> PublishReport | None:
     """Precompute every feature record of `entries` (dictionaries of `model`) over `contexts` and
     publish them to `store_url` (SQLite or PostgreSQL), all flipping to `ready` in one transaction.
 
@@ -162,7 +163,8 @@ def precompute_and_publish(
     - `atlas_root`: resolves `weights_path` to hash `sae_weights.safetensors` into the provenance.
     - `on_batch(i)`: called after each streamed batch (tests interrupt runs with it).
     Re-publishing an id that is already ready replaces it atomically (explanations are kept when the
-    weights file hash is unchanged).
+    weights file hash is unchanged). Over several ranks (torchrun, `--nproc`) every rank streams its
+    share of the contexts and rank 0 alone publishes and returns the report; the others return None.
     """
     config = config or PrecomputeConfig()
     if not entries:
@@ -174,6 +176,10 @@ def precompute_and_publish(
     for e in entries:
         validate_dictionary_id(e.id)
     check_all_fit_model(model, [(e.id, e.dictionary) for e in entries])  # before the store is created
+    if not current_ranks().is_main:  # over several ranks: stream this rank's share; rank 0 merges and publishes
+        run_precompute(model, [(e.id, e.dictionary) for e in entries], records.tokens, records.doc_ids,
+                       config=config, work_dir=work_dir, on_batch=on_batch, keep_state=True)
+        return None
     db = create_database(store_url)
     try:
         init_schema(db)
