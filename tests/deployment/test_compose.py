@@ -170,13 +170,6 @@ def named_paths(args) -> list[PurePosixPath]:
     return out
 
 
-def build_command_exists() -> bool:
-    from saescope.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    return "build" in sub.choices
-
-
 # ---------------------------------------------------------------------------------------- the compose file
 
 
@@ -249,21 +242,16 @@ def test_a_postgres_password_from_the_environment_reaches_both_sides():
 @pytest.mark.parametrize("name", SAESCOPE_SERVICES)
 def test_every_path_a_command_names_exists_in_the_image_or_its_mounts(name, tmp_path):
     service = compose()["services"][name]
-    argv = saescope_argv(service, tmp_path)
-    if argv[0] == "build" and not build_command_exists():
-        pytest.xfail("`saescope build` has not landed in cli.py yet")
-    paths = named_paths(parse(argv))
+    paths = named_paths(parse(saescope_argv(service, tmp_path)))
     assert paths, f"{name}: expected the command to name its atlas folder"
     missing = [str(p) for p in paths if not exists_in_container(p, service)]
     assert not missing, f"{name} names {missing}, which neither the image nor the service's mounts hold"
 
 
 def test_the_job_command_parses_through_the_saescope_parser(tmp_path):
-    if not build_command_exists():
-        pytest.xfail("`saescope build` has not landed in cli.py yet")
     args = parse(saescope_argv(compose()["services"]["job"], tmp_path))
-    assert args.command == "build"
-    assert str(args.atlas) == "/data/atlas"
+    assert args.command == "build" and args.preset is None  # the config file alone says what to build
+    assert str(args.config) == "/config/atlas.toml" and str(args.atlas) == "/data/atlas"
 
 
 def test_the_mounted_build_config_is_the_shipped_example():
@@ -279,14 +267,13 @@ def test_the_example_build_config_is_a_valid_build_config():
     path = REPO / "docker" / "atlas.toml"
     values = tomllib.loads(path.read_text())
     assert values["model"]["location"] == "builtin" and values["corpus"]["source"] == "stdlib"
-    try:
-        from saescope.pipeline.build_config import load_build_config
-    except ImportError:
-        pytest.xfail("saescope.pipeline.build_config has not landed yet")
+    from saescope.pipeline.build_config import load_build_config, preset
+
     config = load_build_config(path)
     assert [h.name for h in config.hooks] == ["blocks.0.mlp.hook_post"]
     assert sorted(s.architecture for s in config.saes) == ["relu", "topk"]
     assert config.baselines == ["neurons", "pca"]
+    assert config == preset("builtin")  # the demo's atlas, as README says
 
 
 def test_a_folded_multi_line_command_is_caught(tmp_path):
