@@ -324,7 +324,7 @@ def test_docker_compose_accepts_the_file():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    resolved = json.loads(result.stdout)
+    resolved = json.loads(result.stdout.replace("$$", "$"))  # some compose versions print $$ escaped
     ours = compose()
     for name in SAESCOPE_SERVICES:
         assert resolved["services"][name]["command"] == ours["services"][name]["command"]

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test starts real server processes
+
 REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"
 FEATURES = range(6)
