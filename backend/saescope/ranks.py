@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -153,8 +154,12 @@ def _check_nproc(nproc: int) -> None:
 def _failure(rank: int, nproc: int, how: str) -> RankFailed:
     return RankFailed(
         f"rank {rank} of {nproc} {how}; the other ranks were stopped. Checkpoints written so far are intact: "
-        "run the same command again to resume"
+        "once the cause is fixed, run the same command again to resume"
     )
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`, which stops the ranks
 
 
 def _stop(procs: Sequence[subprocess.Popen]) -> None:
@@ -178,6 +183,9 @@ def launch_ranks(argv: Sequence[str], nproc: int, poll_s: float = 0.2) -> None:
     _check_nproc(nproc)
     port = free_port()
     threads = None if os.environ.get("OMP_NUM_THREADS") else threads_per_rank(nproc)
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # `docker stop` / kill: stop the ranks too
+        previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     procs = [
         subprocess.Popen([sys.executable, "-m", "saescope.cli", *argv],
                          env={**os.environ, **rank_environment(r, nproc, port, threads)})
@@ -189,13 +197,16 @@ def launch_ranks(argv: Sequence[str], nproc: int, poll_s: float = 0.2) -> None:
             failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
             if failed:
                 rank, code = failed[0]
-                how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+                       else f"exited with status {code} (its error is printed above)")
                 raise _failure(rank, nproc, how)
             if all(c == 0 for c in codes):
                 return
             time.sleep(poll_s)
     finally:
         _stop(procs)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _rank_entry(index: int, nproc: int, port: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:

@@ -89,3 +89,14 @@ def test_the_engine_on_cuda_gives_the_cpu_top_features(tiny_lm_dir: Path, tiny_l
     on_gpu = gpu.feature_activations(tokens, ["s"])["s"]
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_a_sweep_trains_its_saes_on_different_gpus(tmp_path: Path, activation_matrix: Path) -> None:
+    from saescope.dictionaries.training_file import train_saes_from_file
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    configs = [_config("topk", "cuda:0"), _config("relu", "cuda:1")]
+    results = train_saes_from_file(activation_matrix, configs, [tmp_path / "a", tmp_path / "b"], progress=False)
+    assert [next(r.dictionary.parameters()).device.index for r in results] == [0, 1]
+    assert all(r.final["fvu"] < 1.0 for r in results)

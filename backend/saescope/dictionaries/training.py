@@ -657,7 +657,10 @@ def run_trainers(
             normalised = {s: (raw * s if s != 1.0 else raw) for s in scales}
             var_sums = {s: (x - x.mean(0)).pow(2).sum() for s, x in normalised.items()}
             for t in trainers:
-                t.step(normalised[t.scale], var_sums[t.scale])
+                x, var_sum = normalised[t.scale], var_sums[t.scale]
+                if x.device != t.device:  # a sweep may place its SAEs on different GPUs (config.device)
+                    x, var_sum = x.to(t.device), var_sum.to(t.device)
+                t.step(x, var_sum)
             if bar is not None:
                 bar.update(raw.shape[0])
                 last = trainers[0].history[-1] if trainers[0].history else None
