@@ -78,3 +78,28 @@ def test_row_chunks_drop_bos_are_pure_and_take_more_passes_for_a_larger_budget(
     assert not torch.equal(three.chunk(0), three.chunk(one_pass.n_chunks))  # a fresh order per pass
     with pytest.raises(ConfigError, match="not"):
         cache.chunks("blocks.0.hook_resid_post", chunk_tokens=45, seed=0)
+
+
+def test_precompute_from_the_cache_equals_precompute_from_the_model(tiny_lm, tokens: np.ndarray, tmp_path: Path) -> None:
+    from saescope.analysis.config import PrecomputeConfig
+    from saescope.analysis.precompute import run_precompute
+    from saescope.dictionaries.architectures.standard import StandardSAE
+    from saescope.dictionaries.base import DictionaryMetadata
+
+    torch.manual_seed(0)
+    d_mlp = int(tiny_lm.cfg.d_mlp)
+    sae = StandardSAE(d_mlp, 24, metadata=DictionaryMetadata(hook_name="blocks.0.mlp.hook_post"))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T)
+    cache = ContextCache.build(tiny_lm, tokens, HOOKS, tmp_path / "c", model_id="tiny", progress=False)
+    config = PrecomputeConfig(top_k=3, n_intervals=2, examples_per_interval=1, n_random=2, contexts_per_batch=4,
+                              progress=False, device="cpu")
+    doc_ids = [f"d{i}" for i in range(len(tokens))]
+    direct = run_precompute(tiny_lm, [("sae", sae)], tokens, doc_ids, config)
+    cached = run_precompute(tiny_lm, [("sae", sae)], tokens, doc_ids, config, activation_source=cache.batch)
+    a, b = direct.analyses[0], cached.analyses[0]
+    assert torch.equal(a.stats.fire_count, b.stats.fire_count) and a.stats.fire_count.sum() > 0
+    torch.testing.assert_close(a.stats.max_activation, b.stats.max_activation, atol=1e-5, rtol=1e-5)
+    assert np.array_equal(a.examples.context, b.examples.context)
+    assert np.allclose(a.examples.activations, b.examples.activations, atol=1e-5)

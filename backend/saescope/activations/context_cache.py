@@ -96,9 +96,11 @@ class ContextCache:
         """Activations `[stop - start, n_ctx, d]` (float32) of contexts `start..stop` at `hook`."""
         return torch.from_numpy(np.array(self.array(hook)[start:stop], dtype=np.float32))
 
-    def batch(self, hooks: Sequence[str], start: int, stop: int) -> dict[str, Tensor]:
-        """`contexts` of every hook in `hooks` (what a forward pass over those contexts would give)."""
-        return {h: self.contexts(h, start, stop) for h in dict.fromkeys(hooks)}
+    def batch(self, hooks: Sequence[str], indices: np.ndarray) -> dict[str, Tensor]:
+        """Activations `[len(indices), n_ctx, d]` of the contexts at `indices` for every hook in `hooks`
+        (what a forward pass over those contexts would give)."""
+        picked = np.asarray(indices, dtype=np.int64)
+        return {h: torch.from_numpy(np.array(self.array(h)[picked], dtype=np.float32)) for h in dict.fromkeys(hooks)}
 
     def chunks(self, hook: str, chunk_tokens: int, seed: int, rows: int | None = None) -> "ContextRowChunks":
         """`hook`'s rows as a training stream (see `ContextRowChunks`)."""

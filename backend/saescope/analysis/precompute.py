@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saescope.activations.hooks import flatten_hook_activation, stop_layer_for, validate_hook_name
+from saescope.activations.hooks import flatten_hook_activation, validate_hook_name
+from saescope.activations.stream import multi_hook_activations
 from saescope.analysis.config import PrecomputeConfig
 from saescope.analysis.distributed import (
     clear_rank_states,
@@ -123,29 +124,6 @@ class PrecomputeResult:
 
 def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
-
-
-def multi_hook_activations(model: Any, tokens: Tensor, hook_names: Sequence[str]) -> dict[str, Tensor]:
-    """Raw hook tensors for every name in `hook_names` from ONE forward pass over `tokens [b, pos]`,
-    stopping after the deepest block needed."""
-    captured: dict[str, Tensor] = {}
-
-    def grab(act: Tensor, hook: Any) -> None:
-        captured[hook.name] = act.detach()
-
-    n_layers = int(model.cfg.n_layers)
-    stops = [stop_layer_for(h, n_layers) for h in hook_names]
-    stop = None if any(s is None for s in stops) else max(int(s) for s in stops)  # type: ignore[arg-type]
-    with torch.no_grad():
-        with model.hooks(fwd_hooks=[(h, grab) for h in dict.fromkeys(hook_names)]):
-            if stop is None or stop >= n_layers:
-                model(tokens, return_type=None)
-            else:
-                model(tokens, stop_at_layer=stop)
-    missing = [h for h in hook_names if h not in captured]
-    if missing:
-        raise InputError(f"hook points {missing} did not fire during the forward pass", field="hook_name")
-    return captured
 
 
 def _encode_all(
@@ -269,6 +247,7 @@ def run_precompute(
     work_dir: Path | str | None = None,
     on_batch: Callable[[int], None] | None = None,
     keep_state: bool = False,
+    activation_source: Callable[[Sequence[str], np.ndarray], dict[str, Tensor]] | None = None,
 ) -> PrecomputeResult | None:
     """Stream `tokens [n, n_ctx]` once through `model` and every dictionary; gather example activations.
 
@@ -278,7 +257,8 @@ def run_precompute(
     `on_batch(i)` is called after batch i is folded in (tests use it to interrupt a run).
     With `keep_state`, the finished state stays in `work_dir` (the caller removes it with
     `clear_state(work_dir)` once the results are safely stored), so a failure after the stream does
-    not cost another pass.
+    not cost another pass. `activation_source(hooks, indices)`, when given, returns the hook
+    tensors of the contexts at `indices` instead of a forward pass (the build's activation cache).
 
     Over several ranks (torchrun, `--nproc`; `analysis.distributed`) each rank streams batches
     i = rank mod world size and checkpoints them in its own file; rank 0 merges the streams into
@@ -350,8 +330,11 @@ def run_precompute(
         lo, hi = bi * bs, min(n, (bi + 1) * bs)
         t0 = time.perf_counter()
         batch = torch.from_numpy(tok[lo:hi]).to(run_device)
-        with compute_precision(run_device, config.precision):
-            raw = multi_hook_activations(model, batch, hook_names)
+        if activation_source is not None:
+            raw = activation_source(hook_names, np.arange(lo, hi))
+        else:
+            with compute_precision(run_device, config.precision):
+                raw = multi_hook_activations(model, batch, hook_names)
         t1 = time.perf_counter()
         with compute_precision(device, config.precision):
             feats = _encode_all(dictionaries, raw, device, zero_first)
@@ -387,7 +370,7 @@ def run_precompute(
         return None
     with _threads(config.bookkeeping_threads, device):
         results = [s.result() for s in streams]
-    examples = _gather_examples(model, dictionaries, tok, results, config, device, timings)
+    examples = _gather_examples(model, dictionaries, tok, results, config, device, timings, activation_source)
     if zero_first:
         counted = tok[:, 1:]
     else:
@@ -462,6 +445,7 @@ def _gather_examples(
     config: PrecomputeConfig,
     device: torch.device,
     timings: PrecomputeTimings,
+    activation_source: Callable[[Sequence[str], np.ndarray], dict[str, Tensor]] | None = None,
 ) -> list[ExampleTable]:
     """Recompute per-token activations for the chosen (feature, context) pairs, one forward per batch
     of the union of chosen contexts, all dictionaries together."""
@@ -483,9 +467,12 @@ def _gather_examples(
     for lo in tqdm(range(0, len(union), bs), desc="examples", unit="batch", disable=not config.progress):
         hi = min(len(union), lo + bs)
         t0 = time.perf_counter()
-        batch = torch.from_numpy(tok[union[lo:hi]]).to(run_device)
-        with compute_precision(run_device, config.precision):
-            raw = multi_hook_activations(model, batch, hook_names)
+        if activation_source is not None:
+            raw = activation_source(hook_names, union[lo:hi])
+        else:
+            batch = torch.from_numpy(tok[union[lo:hi]]).to(run_device)
+            with compute_precision(run_device, config.precision):
+                raw = multi_hook_activations(model, batch, hook_names)
         t1 = time.perf_counter()
         t_book = 0.0
         for k, (_, d) in enumerate(dictionaries):

@@ -62,6 +62,7 @@ from saescope.pipeline.dictionaries import (
     activation_chunks,
     activation_rows,
     check_hooks_before_loading,
+    evaluation_progress,
     finetune_folder,
     folder_is_complete,
     new_build,
@@ -245,6 +246,12 @@ class _Build:
 # --------------------------------------------------------------------------- steps
 
 
+def _evaluate(b: _Build, dictionary: Dictionary, hook: str | None, name: str) -> Any:
+    """Held-out metrics of `dictionary` at `hook` (its own hook when None), with a progress bar."""
+    with evaluation_progress(b.model, len(b.heldout), desc=f"evaluate {name}"):
+        return evaluate_dictionary(b.model, dictionary, b.heldout, hook)
+
+
 def _trainer_config(spec: SAESpec, config: BuildConfig) -> SAETrainingConfig:
     optional = {"dead_tokens": spec.dead_tokens, "lr": spec.lr}
     return SAETrainingConfig(
@@ -283,8 +290,8 @@ def _train_missing_saes(b: _Build, hook: str, missing: list[SAESpec]) -> list[Di
     for spec in missing:
         result = next(r for r in results if r.config == _trainer_config(spec, config))
         t0 = time.perf_counter()
-        metrics = evaluate_dictionary(b.model, result.dictionary, b.heldout, hook)
         name = b.dictionary_id(hook, spec.name)
+        metrics = _evaluate(b, result.dictionary, hook, name)
         folder = b.layout.dictionary_dir(name)
         write_dictionary_folder(folder, result.dictionary.cpu(), metrics, {
             "config": result.config.model_dump(),
@@ -328,7 +335,7 @@ def _fit_one_baseline(b: _Build, hook: str, kind: str, sae: DictionaryBuild | No
         rows = b.fit_rows(hook)
         dictionary = fit_baseline(base, rows, relu=relu, seed=b.config.seed, metadata=b.metadata(hook))  # type: ignore[arg-type]
         name, notes = b.dictionary_id(hook, kind), {"baseline": kind, "fit_rows": int(rows.shape[0])}
-    metrics = evaluate_dictionary(b.model, dictionary, b.heldout, hook)
+    metrics = _evaluate(b, dictionary, hook, name)
     folder = b.layout.dictionary_dir(name)
     write_dictionary_folder(folder, dictionary.cpu(), metrics, notes)
     return new_build(folder, name, dictionary, metrics, time.perf_counter() - t0)
@@ -386,7 +393,7 @@ def _import_step(b: _Build) -> list[DictionaryBuild]:
             builds.append(reused_build(folder, name))
             continue
         t0 = time.perf_counter()
-        metrics = evaluate_dictionary(b.model, dictionary, b.heldout)
+        metrics = _evaluate(b, dictionary, None, name)
         write_dictionary_folder(folder, dictionary.cpu(), metrics, {"imported_from": str(source.resolve())})
         for extra in ("pruning.json",):
             if (source / extra).is_file():
@@ -450,8 +457,7 @@ def _publish_step(b: _Build, builds: list[DictionaryBuild], store_url: str) -> b
     if b.cache is not None and all(e.dictionary.metadata.hook_head_index is None
                                    and e.dictionary.metadata.hook_name in b.cache.manifest.hooks for e in entries):
         contexts = b.train.select(np.arange(min(config.precompute_contexts, len(b.train))))
-        cache = b.cache
-        source = lambda hooks, lo, hi: cache.batch(hooks, lo, hi)  # noqa: E731
+        source = b.cache.batch
     else:
         contexts = b.corpus.contexts("train", config.precompute_contexts, config.seed + 2)
     precompute_and_publish(

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from saescope.analysis.config import PrecomputeConfig
@@ -63,6 +64,10 @@ from saescope.store.reader import StoreReader
 
 __all__ = ["ContextsLike", "DictionaryEntry", "ModelRecord", "PublishReport", "StaleDictionary", "display_prefix",
            "precompute_and_publish", "stale_dictionaries", "store_is_current"]
+
+
+ActivationSource = Callable[[Sequence[str], np.ndarray], dict[str, Tensor]]
+"""Hook tensors `[b, pos, d]` of the contexts at the given indices for the given hook names."""
 
 
 class ContextsLike(Protocol):
@@ -150,6 +155,7 @@ def precompute_and_publish(
     work_dir: Path | str | None = None,
     atlas_root: Path | str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    activation_source: ActivationSource | None = None,
 ) -> PublishReport | None:
     """Precompute every feature record of `entries` (dictionaries of `model`) over `contexts` and
     publish them to `store_url` (SQLite or PostgreSQL), all flipping to `ready` in one transaction.
@@ -162,6 +168,8 @@ def precompute_and_publish(
     - `work_dir`: where the streaming state is checkpointed; re-running after an interruption resumes.
     - `atlas_root`: resolves `weights_path` to hash `sae_weights.safetensors` into the provenance.
     - `on_batch(i)`: called after each streamed batch (tests interrupt runs with it).
+    - `activation_source(hooks, indices)`: hook tensors of the contexts at `indices` read instead of
+      running the model (the build's activation cache over the same contexts).
     Re-publishing an id that is already ready replaces it atomically (explanations are kept when the
     weights file hash is unchanged). Over several ranks (torchrun, `--nproc`) every rank streams its
     share of the contexts and rank 0 alone publishes and returns the report; the others return None.
@@ -178,13 +186,15 @@ def precompute_and_publish(
     check_all_fit_model(model, [(e.id, e.dictionary) for e in entries])  # before the store is created
     if not current_ranks().is_main:  # over several ranks: stream this rank's share; rank 0 merges and publishes
         run_precompute(model, [(e.id, e.dictionary) for e in entries], records.tokens, records.doc_ids,
-                       config=config, work_dir=work_dir, on_batch=on_batch, keep_state=True)
+                       config=config, work_dir=work_dir, on_batch=on_batch, keep_state=True,
+                       activation_source=activation_source)
         return None
     db = create_database(store_url)
     try:
         init_schema(db)
         return _precompute_and_publish(db, model, model_record, entries, records, config, work_dir,
-                                       Path(atlas_root) if atlas_root is not None else None, on_batch)
+                                       Path(atlas_root) if atlas_root is not None else None, on_batch,
+                                       activation_source)
     finally:
         db.dispose()
 
@@ -199,10 +209,12 @@ def _precompute_and_publish(
     work_dir: Path | str | None,
     atlas_root: Path | None,
     on_batch: Callable[[int], None] | None,
+    activation_source: ActivationSource | None = None,
 ) -> PublishReport:
     t_start = time.perf_counter()
     pre = run_precompute(model, [(e.id, e.dictionary) for e in entries], contexts.tokens, contexts.doc_ids,
-                         config=config, work_dir=work_dir, on_batch=on_batch, keep_state=True)
+                         config=config, work_dir=work_dir, on_batch=on_batch, keep_state=True,
+                         activation_source=activation_source)
     timings = pre.timings.as_dict()
     t0 = time.perf_counter()
     vocab = vocab_strings(model)
