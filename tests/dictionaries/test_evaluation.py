@@ -185,3 +185,31 @@ def test_topk_sae_l0_is_bounded_by_k(lm, tokens):
     m = evaluate_dictionary(lm, sae, tokens)
     assert 0 < m.l0 <= 4
     assert 0 <= m.dead < 64
+
+
+def test_evaluating_several_dictionaries_together_equals_evaluating_each(tiny_lm) -> None:
+    import numpy as np
+    import torch
+
+    from saescope.dictionaries.architectures.standard import StandardSAE
+    from saescope.dictionaries.base import DictionaryMetadata
+    from saescope.dictionaries.evaluation import evaluate_dictionaries, evaluate_dictionary
+
+    hook = "blocks.0.mlp.hook_post"
+    torch.manual_seed(0)
+    saes = []
+    for d_sae in (16, 40):
+        sae = StandardSAE(int(tiny_lm.cfg.d_mlp), d_sae, metadata=DictionaryMetadata(hook_name=hook))
+        with torch.no_grad():
+            sae.W_enc.normal_(0, 0.2)
+            sae.W_dec.copy_(sae.W_enc.T)
+        saes.append(sae)
+    tokens = np.random.default_rng(0).integers(1, int(tiny_lm.cfg.d_vocab), size=(6, 24))
+    together = evaluate_dictionaries(tiny_lm, saes, tokens, hook, batch_size=4)
+    for sae, metrics in zip(saes, together):
+        alone = evaluate_dictionary(tiny_lm, sae, tokens, hook, batch_size=4)
+        a, b = metrics.model_dump(), alone.model_dump()
+        assert a.pop("density_histogram") == b.pop("density_histogram")
+        assert a.pop("feature_density", None) == b.pop("feature_density", None)
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9)
+    assert together[0].ce_spliced != together[1].ce_spliced

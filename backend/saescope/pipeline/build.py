@@ -37,7 +37,7 @@ from saescope.corpus.packing import PackedContexts, pack_documents
 from saescope.devices import resolve_device
 from saescope.dictionaries.base import Dictionary, DictionaryMetadata
 from saescope.dictionaries.baselines import fit_baseline
-from saescope.dictionaries.evaluation import evaluate_dictionary
+from saescope.dictionaries.evaluation import evaluate_dictionaries
 from saescope.dictionaries.postprocess import load_prune_result
 from saescope.dictionaries.saelens_format import load_dictionary
 from saescope.dictionaries.training import SAETrainingConfig, TrainingResult
@@ -57,6 +57,7 @@ from saescope.pipeline.build_config import (
 )
 from saescope.pipeline.contexts import MAX_CONTEXT_TOKENS, builtin_contexts, contexts_for_tokens, training_rows
 from saescope.pipeline.dictionaries import (
+    EVAL_FORWARDS_PER_CONTEXT,
     FINETUNED_SUFFIX,
     DictionaryBuild,
     activation_chunks,
@@ -246,10 +247,14 @@ class _Build:
 # --------------------------------------------------------------------------- steps
 
 
-def _evaluate(b: _Build, dictionary: Dictionary, hook: str | None, name: str) -> Any:
-    """Held-out metrics of `dictionary` at `hook` (its own hook when None), with a progress bar."""
-    with evaluation_progress(b.model, len(b.heldout), desc=f"evaluate {name}"):
-        return evaluate_dictionary(b.model, dictionary, b.heldout, hook)
+def _evaluate(b: _Build, dictionaries: list[Dictionary], hook: str, names: list[str]) -> list[Any]:
+    """Held-out metrics of `dictionaries`, all at `hook`, evaluated together (the clean and ablated
+    forwards run once for all of them), with a progress bar."""
+    if not dictionaries:
+        return []
+    passes = (EVAL_FORWARDS_PER_CONTEXT - 1 + len(dictionaries)) / EVAL_FORWARDS_PER_CONTEXT
+    with evaluation_progress(b.model, int(np.ceil(len(b.heldout) * passes)), desc=f"evaluate {', '.join(names)}"):
+        return evaluate_dictionaries(b.model, dictionaries, b.heldout, hook)
 
 
 def _trainer_config(spec: SAESpec, config: BuildConfig) -> SAETrainingConfig:
@@ -286,12 +291,13 @@ def _train_missing_saes(b: _Build, hook: str, missing: list[SAESpec]) -> list[Di
     )
     train_seconds = time.perf_counter() - started
     massive = source.excluded if isinstance(source, MassiveRowFilter) else None
+    chosen = [next(r for r in results if r.config == _trainer_config(spec, config)) for spec in missing]
+    names = [b.dictionary_id(hook, spec.name) for spec in missing]
+    t0 = time.perf_counter()
+    all_metrics = _evaluate(b, [r.dictionary for r in chosen], hook, names)
+    eval_seconds = (time.perf_counter() - t0) / len(missing)
     builds = []
-    for spec in missing:
-        result = next(r for r in results if r.config == _trainer_config(spec, config))
-        t0 = time.perf_counter()
-        name = b.dictionary_id(hook, spec.name)
-        metrics = _evaluate(b, result.dictionary, hook, name)
+    for name, result, metrics in zip(names, chosen, all_metrics):
         folder = b.layout.dictionary_dir(name)
         write_dictionary_folder(folder, result.dictionary.cpu(), metrics, {
             "config": result.config.model_dump(),
@@ -304,8 +310,7 @@ def _train_missing_saes(b: _Build, hook: str, missing: list[SAESpec]) -> list[Di
             "max_norm_ratio": config.max_norm_ratio,
         })
         b.trained[name] = result.dictionary.cpu()
-        seconds = train_seconds / len(missing) + time.perf_counter() - t0
-        builds.append(new_build(folder, name, result.dictionary, metrics, seconds))
+        builds.append(new_build(folder, name, result.dictionary, metrics, train_seconds / len(missing) + eval_seconds))
     remove_checkpoint(checkpoint_dir)
     return builds
 
@@ -323,38 +328,43 @@ def _sae_step(b: _Build, plan: HookPlan) -> list[DictionaryBuild]:
     return builds
 
 
-def _fit_one_baseline(b: _Build, hook: str, kind: str, sae: DictionaryBuild | None) -> DictionaryBuild:
-    t0 = time.perf_counter()
+def _fit_one_baseline(b: _Build, hook: str, kind: str, sae: DictionaryBuild | None) -> tuple[Dictionary, dict[str, Any]]:
+    """Baseline `kind` at `hook` (for sae-nobias: the given SAE without its encoder bias) and its notes."""
     if sae is not None:
         source = b.trained.get(sae.id) or load_dictionary(Path(sae.folder))
-        dictionary = fit_baseline("sae", sae=source)
-        name, notes = sae.id + NO_ENCODER_BIAS_SUFFIX, {"baseline": NO_ENCODER_BIAS, "from": sae.id}
-    else:
-        base = kind.removesuffix(RELU_SUFFIX)
-        relu = kind.endswith(RELU_SUFFIX)
-        rows = b.fit_rows(hook)
-        dictionary = fit_baseline(base, rows, relu=relu, seed=b.config.seed, metadata=b.metadata(hook))  # type: ignore[arg-type]
-        name, notes = b.dictionary_id(hook, kind), {"baseline": kind, "fit_rows": int(rows.shape[0])}
-    metrics = _evaluate(b, dictionary, hook, name)
-    folder = b.layout.dictionary_dir(name)
-    write_dictionary_folder(folder, dictionary.cpu(), metrics, notes)
-    return new_build(folder, name, dictionary, metrics, time.perf_counter() - t0)
+        return fit_baseline("sae", sae=source), {"baseline": NO_ENCODER_BIAS, "from": sae.id}
+    rows = b.fit_rows(hook)
+    dictionary = fit_baseline(kind.removesuffix(RELU_SUFFIX), rows, relu=kind.endswith(RELU_SUFFIX),  # type: ignore[arg-type]
+                              seed=b.config.seed, metadata=b.metadata(hook))
+    return dictionary, {"baseline": kind, "fit_rows": int(rows.shape[0])}
 
 
 def _baseline_step(b: _Build, plan: HookPlan, saes: list[DictionaryBuild]) -> list[DictionaryBuild]:
-    """The baselines of one hook point, fitted where their folder is missing or incomplete."""
+    """The baselines of one hook point, fitted (and evaluated together) where their folder is missing or
+    incomplete."""
     wanted: list[tuple[str, str, DictionaryBuild | None]] = []
     for kind in b.config.baselines_at(plan):
         if kind == NO_ENCODER_BIAS:
             wanted += [(s.id + NO_ENCODER_BIAS_SUFFIX, kind, s) for s in saes]
         else:
             wanted.append((b.dictionary_id(plan.name, kind), kind, None))
-    builds = []
+    reused: dict[str, DictionaryBuild] = {}
+    fitted: list[tuple[str, Dictionary, dict[str, Any]]] = []
+    t0 = time.perf_counter()
     for name, kind, sae in wanted:
         folder = b.layout.dictionary_dir(name)
-        reuse = folder_is_complete(folder) and (sae is None or sae.reused)
-        builds.append(reused_build(folder, name) if reuse else _fit_one_baseline(b, plan.name, kind, sae))
-    return builds
+        if folder_is_complete(folder) and (sae is None or sae.reused):
+            reused[name] = reused_build(folder, name)
+        else:
+            fitted.append((name, *_fit_one_baseline(b, plan.name, kind, sae)))
+    all_metrics = _evaluate(b, [d for _, d, _ in fitted], plan.name, [n for n, _, _ in fitted])
+    seconds = (time.perf_counter() - t0) / max(1, len(fitted))
+    built = {}
+    for (name, dictionary, notes), metrics in zip(fitted, all_metrics):
+        folder = b.layout.dictionary_dir(name)
+        write_dictionary_folder(folder, dictionary.cpu(), metrics, notes)
+        built[name] = new_build(folder, name, dictionary, metrics, seconds)
+    return [reused.get(name) or built[name] for name, _, _ in wanted]
 
 
 def _postprocess_step(b: _Build, hook: str, saes: list[DictionaryBuild]) -> list[DictionaryBuild]:
@@ -393,7 +403,7 @@ def _import_step(b: _Build) -> list[DictionaryBuild]:
             builds.append(reused_build(folder, name))
             continue
         t0 = time.perf_counter()
-        metrics = _evaluate(b, dictionary, None, name)
+        (metrics,) = _evaluate(b, [dictionary], dictionary.metadata.hook_name, [name])
         write_dictionary_folder(folder, dictionary.cpu(), metrics, {"imported_from": str(source.resolve())})
         for extra in ("pruning.json",):
             if (source / extra).is_file():

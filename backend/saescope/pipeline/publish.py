@@ -274,6 +274,10 @@ def _mapped_kinds(kinds: Sequence[str], config: PrecomputeConfig) -> set[str]:
     return chosen or set(kinds)
 
 
+def _is_variant(dictionary: Dictionary) -> bool:
+    return bool(getattr(dictionary.metadata, "saescope_variant", None))
+
+
 def _umap_by_hook(entries: Sequence[DictionaryEntry], pre: PrecomputeResult, others: Sequence[_Other],
                   config: PrecomputeConfig) -> dict[int, np.ndarray]:
     """UMAP coordinates of the mapped entries (by position), one shared plane per hook point with the
@@ -285,7 +289,8 @@ def _umap_by_hook(entries: Sequence[DictionaryEntry], pre: PrecomputeResult, oth
     for hook, idxs in tqdm(by_hook.items(), desc="umap", disable=not config.progress):
         olds = [o for o in others if o.stored.hook_name == hook]
         kinds = _mapped_kinds([entries[i].dictionary.kind for i in idxs] + [o.kind for o in olds], config)
-        idxs = [i for i in idxs if entries[i].dictionary.kind in kinds]
+        # variants (an SAE without its encoder bias) share their SAE's decoder: drawn once, by the SAE
+        idxs = [i for i in idxs if entries[i].dictionary.kind in kinds and not _is_variant(entries[i].dictionary)]
         olds = [o for o in olds if o.kind in kinds]
         keep = [None if config.umap_include_dead else pre.analyses[i].stats.fire_count.numpy() > 0 for i in idxs]
         coords = masked_umap_layout(
