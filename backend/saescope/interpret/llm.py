@@ -69,7 +69,7 @@ class ChatBackend(Protocol):
     stats: CallStats
 
     def complete(self, messages: list[dict[str, str]], json_mode: bool = True,
-                 logprobs: bool = False) -> LLMAnswer: ...
+                 logprobs: bool = False, schema: dict[str, Any] | None = None) -> LLMAnswer: ...
 
 
 class AnswerCache:
@@ -131,14 +131,18 @@ class _CachedBackend:
         self.cache = AnswerCache(config.cache_dir or None)
         self._slots = threading.BoundedSemaphore(concurrency)
 
-    def _request(self, messages: list[dict[str, str]], json_mode: bool, logprobs: bool) -> dict[str, Any]:
+    def _request(self, messages: list[dict[str, str]], json_mode: bool, logprobs: bool,
+                 schema: dict[str, Any] | None) -> dict[str, Any]:
         raise NotImplementedError
 
     def _send(self, request: dict[str, Any]) -> LLMAnswer:
         raise NotImplementedError
 
-    def complete(self, messages: list[dict[str, str]], json_mode: bool = True, logprobs: bool = False) -> LLMAnswer:
-        request = self._request(messages, json_mode, logprobs)
+    def complete(self, messages: list[dict[str, str]], json_mode: bool = True, logprobs: bool = False,
+                 schema: dict[str, Any] | None = None) -> LLMAnswer:
+        """The answer to one chat request (from the cache when it was asked before). `schema`, a JSON
+        schema of the answer, constrains decoding where the back end supports it (GGUF grammars)."""
+        request = self._request(messages, json_mode, logprobs, schema)
         key = self.cache.key({"backend": self.name, **request})
         cached = self.cache.get(key)
         if cached is not None:
@@ -188,7 +192,8 @@ class OpenAIChat(_CachedBackend):
     def close(self) -> None:
         self._client.close()
 
-    def _request(self, messages: list[dict[str, str]], json_mode: bool, logprobs: bool) -> dict[str, Any]:
+    def _request(self, messages: list[dict[str, str]], json_mode: bool, logprobs: bool,
+                 schema: dict[str, Any] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.config.model, "messages": messages,
                                 "temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
         if json_mode and self.config.json_mode:
@@ -253,11 +258,12 @@ class GGUFChat(_CachedBackend):
         if close is not None:
             close()
 
-    def _request(self, messages: list[dict[str, str]], json_mode: bool, logprobs: bool) -> dict[str, Any]:
+    def _request(self, messages: list[dict[str, str]], json_mode: bool, logprobs: bool,
+                 schema: dict[str, Any] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": messages, "temperature": self.config.temperature,
                                 "max_tokens": self.config.max_tokens}
-        if json_mode and self.config.json_mode:
-            body["response_format"] = {"type": "json_object"}
+        if json_mode and self.config.json_mode:  # a grammar from the schema: right keys, length and range
+            body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
         if logprobs:
             body.update(logprobs=True, top_logprobs=5)
         return body

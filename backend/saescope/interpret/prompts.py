@@ -101,6 +101,16 @@ def judge_messages(system: str, explanation: str, texts: Sequence[str]) -> Messa
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+EXPLANATION_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"explanation": {"type": "string", "maxLength": 300}}, "required": ["explanation"]}
+
+
+def values_schema(key: str, n: int, values: Sequence[int]) -> dict[str, Any]:
+    """JSON schema of an answer `{key: [n values from `values`]}` (constrains local models' decoding)."""
+    return {"type": "object", "required": [key], "properties": {
+        key: {"type": "array", "minItems": n, "maxItems": n, "items": {"type": "integer", "enum": list(values)}}}}
+
+
 def _json_object(text: str) -> dict[str, Any]:
     """The JSON object of an answer (also when wrapped in prose or a code fence)."""
     text = text.strip()

@@ -136,7 +136,7 @@ class Interpreter:
             return lookup.lookup_explanation(feature, self.vocab, self.token_counts, self.config.lookup_tokens)
         assert self.backend is not None
         messages = prompts.explain_messages(feature.explanation, self.vocab, feature.max_activation)
-        return prompts.parse_explanation(self.backend.complete(messages).text)
+        return prompts.parse_explanation(self.backend.complete(messages, schema=prompts.EXPLANATION_SCHEMA).text)
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -147,7 +147,8 @@ class Interpreter:
         out = []
         for f in fragments:
             answer = self.backend.complete(prompts.simulate_messages(explanation, f, self.vocab),
-                                           logprobs=self.config.llm.logprobs)
+                                           logprobs=self.config.llm.logprobs,
+                                           schema=prompts.values_schema("activations", len(f.tokens), range(11)))
             weighted = prompts.expected_digits(answer.logprobs, len(f.tokens)) if self.config.llm.logprobs else None
             out.append(weighted if weighted is not None else prompts.parse_activations(answer.text, len(f.tokens)))
         return out
@@ -175,8 +176,9 @@ class Interpreter:
 
     def _judge(self, system: str, explanation: str, texts: list[str]) -> list[int]:
         assert self.backend is not None
-        return prompts.parse_answers(self.backend.complete(prompts.judge_messages(system, explanation, texts)).text,
-                                     len(texts))
+        answer = self.backend.complete(prompts.judge_messages(system, explanation, texts),
+                                       schema=prompts.values_schema("answers", len(texts), (0, 1)))
+        return prompts.parse_answers(answer.text, len(texts))
 
     def detection(self, feature: FeatureFragments, explanation: str) -> list[Score]:
         method, version = self._version("detection")

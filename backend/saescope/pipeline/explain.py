@@ -22,6 +22,8 @@ import numpy as np
 
 from saescope.analysis.labels import vocab_strings
 from saescope.atlas_layout import AtlasLayout
+from saescope.corpus.packing import PackedContexts, pack_documents
+from saescope.corpus.stdlib import stdlib_documents
 from saescope.dictionaries.saelens_format import load_dictionary
 from saescope.errors import ConfigError, NotFoundError
 from saescope.interpret.config import ExplainConfig
@@ -29,7 +31,7 @@ from saescope.interpret.fragments import DictionaryFragments, FeatureFragments, 
 from saescope.interpret.llm import chat_backend
 from saescope.interpret.run import FeatureResult, Interpreter, ResultLog, interpret_dictionary, validate_choice
 from saescope.interpret.scoring import summarise_scores
-from saescope.pipeline.contexts import corpus_contexts
+from saescope.pipeline.contexts import model_context_length
 from saescope.pipeline.dictionaries import load_model
 from saescope.store.database import create_database, init_schema
 from saescope.store.interpretability import ExplanationRecord, InterpretRecord, write_interpretations
@@ -122,6 +124,18 @@ def interpret_record(dictionary_id: str, fragments: DictionaryFragments, results
         explanations=explanations, fragments=[fragment_row(f) for f in fragments.features])
 
 
+def explain_contexts(model: Any, n_contexts: int, seed: int) -> PackedContexts:
+    """`n_contexts` contexts of the offline corpus's training split at the model's context length,
+    cut from a seeded sample of `n_contexts` documents (tokenising only those, not the whole corpus)."""
+    docs = stdlib_documents("train")
+    if len(docs) > n_contexts:
+        keep = np.sort(np.random.default_rng([seed, 17]).choice(len(docs), size=n_contexts, replace=False))
+        docs = [docs[i] for i in keep]
+    if getattr(model, "tokenizer", None) is None:
+        raise ConfigError("the model has no tokenizer attached; saescope needs one to read the corpus")
+    return pack_documents(docs, model.tokenizer, model_context_length(model), max_contexts=n_contexts, seed=seed)
+
+
 def _run_key(stored: StoredDictionary, explainer: str, scorers: Sequence[str], config: ExplainConfig) -> str:
     blob = json.dumps({"weights": stored.weights_sha256, "explainer": explainer, "scorers": list(scorers),
                        "config": config.model_dump(mode="json", exclude={"progress", "device"})}, sort_keys=True)
@@ -203,7 +217,7 @@ def _explain_model(layout: AtlasLayout, reader: StoreReader, model_id: str, grou
         if not s.weights_path:
             raise ConfigError(f"dictionary {s.id!r} has no weights folder to explain it from")
         loaded.append((s.id, load_dictionary(layout.root / s.weights_path)))
-    contexts = corpus_contexts(model, "train", config.n_contexts, config.context_seed)
+    contexts = explain_contexts(model, config.n_contexts, config.context_seed)
     frag_sets = collect_fragments(model, loaded, contexts.tokens, contexts.doc_ids, config)
     report.timings["fragments"] = report.timings.get("fragments", 0.0) + time.perf_counter() - t0
     vocab = vocab_strings(model)
