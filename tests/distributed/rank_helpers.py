@@ -49,16 +49,29 @@ def tiny_contexts(model_dir: str, n: int, seed: int = 0) -> Any:
     return PackedContexts(tokens=tokens, doc_ids=[f"doc{i // 3}" for i in range(n)], offsets=np.zeros(n, np.int64))
 
 
-def publish_tiny(store_url: str, model_dir: str, sae_dirs: list[str], work_dir: str, n_contexts: int) -> None:
-    """`precompute_and_publish` of the SAE folders over `tiny_contexts` on this rank (no UMAP)."""
+def publish_tiny(store_url: str, model_dir: str, sae_dirs: list[str], work_dir: str, n_contexts: int,
+                 die_at_batch: int | None = None, first_batch_file: str | None = None) -> None:
+    """`precompute_and_publish` of the SAE folders over `tiny_contexts` on this rank (no UMAP; the
+    streaming state checkpointed after every batch). Rank 1 kills itself (SIGKILL) when it reaches
+    batch `die_at_batch`, before that batch is checkpointed; with `first_batch_file`, each rank writes
+    the first batch it streams to that path + `.rank{r}`."""
     from saescope.analysis.config import PrecomputeConfig
     from saescope.dictionaries.saelens_format import load_dictionary
     from saescope.lm.loading import load_lm
     from saescope.pipeline.publish import DictionaryEntry, ModelRecord, precompute_and_publish
 
     torch.set_num_threads(1)
+    ranks = current_ranks()
     model = load_lm(model_dir, device="cpu")
     entries = [DictionaryEntry(id=Path(d).name, dictionary=load_dictionary(Path(d))) for d in sae_dirs]
-    config = PrecomputeConfig(device="cpu", umap=False, progress=False, contexts_per_batch=16)
+    config = PrecomputeConfig(device="cpu", umap=False, progress=False, contexts_per_batch=16, checkpoint_every=1)
+
+    def on_batch(batch: int) -> None:
+        first = Path(f"{first_batch_file}.rank{ranks.rank}") if first_batch_file else None
+        if first is not None and not first.exists():
+            first.write_text(str(batch))
+        if die_at_batch is not None and ranks.rank == 1 and batch >= die_at_batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
     precompute_and_publish(store_url, model, ModelRecord(id="tiny"), entries, tiny_contexts(model_dir, n_contexts),
-                           config, work_dir=work_dir)
+                           config, work_dir=work_dir, on_batch=on_batch)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sqlalchemy import create_engine
 
-from saescope.ranks import run_on_ranks
+from saescope.ranks import RankFailed, run_on_ranks
 from saescope.store.dump import dumped_tables, read_rows, snapshot
 
 from rank_helpers import publish_tiny
@@ -85,3 +85,20 @@ def test_precompute_on_two_ranks_publishes_the_one_process_store_row_for_row(tmp
         for a, b in zip(rows_one[table], rows_two[table]):
             assert a == b, f"{table}: {sorted(k for k in a if a[k] != b.get(k))} differ"
     assert not list(two.glob("precompute_state*")), "the per-rank states are removed once the store is published"
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_mid_precompute_stops_the_job_and_a_rerun_resumes_each_share(
+    tmp_path: Path, tiny_lm_dir: Path
+) -> None:
+    saes = _saes(tmp_path / "saes", tiny_lm_dir)
+    one, two = tmp_path / "one", tmp_path / "two"
+    publish_tiny(f"sqlite:///{one}.db", str(tiny_lm_dir), saes, str(one), CONTEXTS)
+    with pytest.raises(RankFailed, match="rank 1 of 2 was killed by signal SIGKILL"):
+        run_on_ranks(2, publish_tiny, f"sqlite:///{two}.db", str(tiny_lm_dir), saes, str(two), CONTEXTS, 3)
+    assert (two / "precompute_state.rank1-of-2.safetensors").is_file(), "rank 1 checkpointed its first batch"
+    first = tmp_path / "first"
+    run_on_ranks(2, publish_tiny, f"sqlite:///{two}.db", str(tiny_lm_dir), saes, str(two), CONTEXTS, None, str(first))
+    assert Path(f"{first}.rank1").read_text() == "3", "rank 1 resumed after the batch it had checkpointed"
+    assert _published_rows(Path(f"{one}.db")) == _published_rows(Path(f"{two}.db"))
+    assert not list(two.glob("precompute_state*"))
