@@ -156,6 +156,13 @@ def test_the_api_serves_summaries_per_dictionary_and_searches_every_dictionary(e
         assert all(x["explanation"].lower().startswith("fires on") for x in found["items"])
         assert client.get("/api/v1/search", params={"q": word}).json()["total"] >= 1
         assert client.get("/api/v1/search", params={"q": ""}).status_code == 422
+        index = label["items"][0]["index"]
+        frags = client.get(f"/api/v1/dictionaries/relu-64/features/{index}/fragments").json()
+        assert set(frags["sets"]) == {"explanation", "scoring", "random_activating", "random"}
+        top = frags["sets"]["explanation"][0]
+        assert len(top["tokens"]) == len(top["activations"]) and max(top["activations"]) == frags["max_activation"]
+        assert len(frags["sets"]["random"]) == CONFIG.n_random
+        assert client.get("/api/v1/dictionaries/relu-64/features/99999/fragments").status_code == 404
 
 
 def test_a_store_without_the_interpretability_tables_still_serves_features(demo_atlas, tmp_path) -> None:

@@ -531,3 +531,17 @@ class SearchResponse(BaseModel):
     offset: int
     limit: int
     items: list[SearchHit]
+
+
+class FragmentView(BaseModel):
+    doc_id: str = Field(..., description="Corpus document the window comes from.")
+    tokens: list[str] = Field(..., description="Token display strings.")
+    activations: list[float] = Field(..., description="The feature's activation on each token.")
+
+
+class FeatureFragmentsView(BaseModel):
+    """The fragments a feature was explained and scored on (the interpretability protocol)."""
+
+    max_activation: float = Field(..., description="The 10 of the 0-10 scale prompts show.")
+    sets: dict[str, list[FragmentView]] = Field(
+        ..., description="explanation, scoring (top fragments, alternately), random_activating, random.")

@@ -169,12 +169,17 @@ def score_points(db: Engine, dictionary_id: str) -> list[tuple[int, float, float
 
 
 def feature_fragments(db: Engine, dictionary_id: str, index: int) -> dict[str, Any] | None:
-    """The stored fragments of one feature ({"max_activation", "fragments"}), None when none."""
-    fr = FeatureFragmentsRow.__table__
+    """The stored fragments of one feature ({"max_activation", "fragments", "random_fragments"}: the
+    latter the shared random fragments' doc ids and tokens), None when none."""
+    fr, run = FeatureFragmentsRow.__table__, InterpretRunRow.__table__
     with db.connect() as conn:
         row = conn.execute(select(fr.c.max_activation, fr.c.fragments)
                            .where(fr.c.dictionary_id == dictionary_id, fr.c["index"] == index)).first()
-    return None if row is None else {"max_activation": float(row[0] or 0.0), "fragments": row[1] or {}}
+        shared = conn.execute(select(run.c.random_fragments).where(run.c.dictionary_id == dictionary_id)
+                              .order_by(run.c.created_at.desc()).limit(1)).scalar()
+    if row is None:
+        return None
+    return {"max_activation": float(row[0] or 0.0), "fragments": row[1] or {}, "random_fragments": shared or []}
 
 
 def search_features(db: Engine, pattern: str, limit: int, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:

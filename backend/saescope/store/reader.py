@@ -701,6 +701,32 @@ class StoreReader:
                   "density": _finite(r["density"]), "max_activation": _finite(r["max_activation"])} for r in rows]
         return {"total": total, "offset": offset, "limit": limit, "items": items}
 
+    def feature_fragments(self, dictionary_id: str, index: int) -> dict[str, Any]:
+        """The fragments one feature was explained and scored on, tokens as display strings:
+        {max_activation, sets: {explanation|scoring|random_activating|random: [{doc_id, tokens,
+        activations}]}}; NotFoundError when the feature has none stored."""
+        brief = self.get_dictionary_brief(dictionary_id)
+        self._require_feature(dictionary_id, index)
+        stored = interpretability.feature_fragments(self.db, dictionary_id, index) if self._scores_table_exists() else None
+        if stored is None:
+            raise NotFoundError(f"feature {index} of {dictionary_id!r} has no stored fragments: run saescope explain")
+        vocab = self.vocab(brief["model_id"])
+
+        def dense(tokens: list[int], pairs: list[Any]) -> dict[str, Any]:
+            acts = [0.0] * len(tokens)
+            for pos, value in pairs:
+                if 0 <= int(pos) < len(acts):
+                    acts[int(pos)] = _finite(value)
+            return {"tokens": [vocab[t] if 0 <= t < len(vocab) else str(t) for t in tokens], "activations": acts}
+
+        frags = stored["fragments"]
+        sets = {kind: [{"doc_id": f["doc_id"], **dense(f["tokens"], f["activations"])} for f in frags.get(kind, [])]
+                for kind in ("explanation", "scoring", "random_activating")}
+        shared = stored["random_fragments"]
+        sets["random"] = [{"doc_id": s["doc_id"], **dense(s["tokens"], pairs)}
+                          for s, pairs in zip(shared, frags.get("random", []))]
+        return {"max_activation": _finite(stored["max_activation"]), "sets": sets}
+
     def _scores_table_exists(self) -> bool:
         """Whether the store has the explanation scores table (looked up once; stores written
         before it existed show explanations without per-scorer scores)."""

@@ -1,5 +1,5 @@
-"""Interpretability endpoints: per-dictionary score summaries at a hook point, and search across
-dictionaries over labels and explanations."""
+"""Interpretability endpoints: per-dictionary score summaries at a hook point, search across
+dictionaries over labels and explanations, and the fragments a feature was scored on."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from fastapi import APIRouter, Query
 
 from saescope.api import schemas
 from saescope.api.deps import State
+from saescope.api.routers.dictionaries import DictionaryPath
+from saescope.api.routers.features import IndexPath
 from saescope.errors import NotFoundError
 
 router = APIRouter(tags=["interpretability"], responses=schemas.error_responses(422))
@@ -42,3 +44,17 @@ def search(
     limit: Annotated[int, Query(ge=1, le=200, description="Rows to return.")] = 50,
 ) -> dict:
     return state.reader.search_features(q, offset=offset, limit=limit)
+
+
+@router.get(
+    "/dictionaries/{dictionary_id}/features/{index}/fragments",
+    response_model=schemas.FeatureFragmentsView,
+    responses=schemas.error_responses(404),
+    summary="The fragments a feature was explained and scored on",
+)
+def get_fragments(
+    state: State,
+    dictionary_id: DictionaryPath,
+    index: IndexPath,
+) -> dict:
+    return state.reader.feature_fragments(dictionary_id, index)
