@@ -216,7 +216,7 @@ def test_print_config_shows_the_resolved_config(tmp_path: Path, capsys) -> None:
 def test_config_errors_are_config_errors() -> None:
     from saescope.pipeline.build_config import load_build_config
 
-    with pytest.raises(ConfigError, match="hooks"):
+    with pytest.raises(ConfigError, match="listed twice"):
         load_build_config(None, "builtin", {"hooks": ["a", "a"]})
     with pytest.raises(ConfigError, match="does not exist"):
         load_build_config("/nonexistent/atlas.toml")

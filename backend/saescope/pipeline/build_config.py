@@ -329,9 +329,9 @@ def load_build_config(path: Path | str | None = None, preset_name: str | None = 
     try:
         return BuildConfig.model_validate(values)
     except ValidationError as exc:
-        where = f"config file {path}" if path is not None else "build options"
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{where} is invalid:\n" + "\n".join(lines)) from None
+        where = f"config file {path} is" if path is not None else "the build options are"
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{where} invalid:\n" + "\n".join(lines)) from None
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
