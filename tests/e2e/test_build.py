@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from saescope.cli import main
@@ -220,3 +221,22 @@ def test_config_errors_are_config_errors() -> None:
         load_build_config(None, "builtin", {"hooks": ["a", "a"]})
     with pytest.raises(ConfigError, match="does not exist"):
         load_build_config("/nonexistent/atlas.toml")
+
+
+def test_bfloat16_build_flags_massive_rows_and_records_them(tmp_path: Path, tiny_llama_folder: Path,
+                                                            text_folder: Path) -> None:
+    """--dtype reaches the model (bfloat16 forward; SAE statistics in float32) and --max-norm-ratio leaves
+    massive-activation rows out of training, counted in the folder's notes and the store's provenance."""
+    root = tmp_path / "atlas"
+    assert main(["build", "--model", str(tiny_llama_folder), "--corpus", str(text_folder), "--hook", RESID,
+                 "--architecture", "relu", "--d-sae", "32", "--dtype", "bfloat16", "--max-norm-ratio", "1.5",
+                 "--atlas", str(root), *_tiny_options()]) == 0
+    notes = json.loads((root / "dictionaries" / "relu-32" / "training.json").read_text())
+    assert notes["max_norm_ratio"] == 1.5 and notes["massive_rows_excluded"] > 0
+    report = json.loads((root / "build_report.json").read_text())
+    assert report["model"]["dtype"] == "bfloat16"
+    metrics = report["dictionaries"][0]["metrics"]
+    assert all(np.isfinite(metrics[k]) for k in ("l0", "ce_clean", "ce_spliced"))
+    with sqlite3.connect(root / "atlas.db") as conn:
+        (provenance,) = conn.execute("select provenance from dictionaries where id = 'relu-32'").fetchone()
+    assert json.loads(provenance)["massive_rows_excluded"] == notes["massive_rows_excluded"]

@@ -10,7 +10,7 @@ token activations only for the windows chosen. Runs the model and the dictionari
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,8 @@ from saescope.analysis.precompute import multi_hook_activations
 from saescope.dictionaries.base import Dictionary
 from saescope.errors import ConfigError, InputError
 from saescope.interpret.config import ExplainConfig
+
+ActivationSource = Callable[[Sequence[str], np.ndarray], dict[str, torch.Tensor]]
 
 FRAGMENT_KINDS = ("explanation", "scoring", "random_activating", "random")
 
@@ -97,15 +99,24 @@ def _batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
+def _activations(model: Any, tokens: np.ndarray, batch: np.ndarray, hooks: list[str],
+                 source: ActivationSource | None) -> dict[str, torch.Tensor]:
+    """Hook tensors of the contexts `batch`: read from `source` when given, else one forward pass."""
+    if source is not None:
+        return source(hooks, batch)
+    return multi_hook_activations(model, torch.as_tensor(tokens[batch]).to(_model_device(model)), hooks)
+
+
 def _window_maxima(model: Any, dictionaries: Sequence[tuple[str, Dictionary]], tokens: np.ndarray, w: int,
-                   n_win: int, config: ExplainConfig, device: torch.device) -> list[np.ndarray]:
+                   n_win: int, config: ExplainConfig, device: torch.device,
+                   source: ActivationSource | None = None) -> list[np.ndarray]:
     """Pass 1: the maximum of each feature on each window, `[n_contexts * n_win, d_sae]` per dictionary."""
     hooks = [d.metadata.hook_name for _, d in dictionaries]
     n = tokens.shape[0]
     maxima = [np.zeros((n * n_win, d.d_sae), dtype=np.float32) for _, d in dictionaries]
     rows = np.arange(n)
     for batch in tqdm(_batches(rows, config.contexts_per_batch), desc="fragments: scan", disable=not config.progress):
-        raw = multi_hook_activations(model, torch.as_tensor(tokens[batch]).to(_model_device(model)), hooks)
+        raw = _activations(model, tokens, batch, hooks, source)
         for k, acts in enumerate(_encode(dictionaries, raw, device)):
             b = acts.shape[0]
             windows = acts[:, 1 : 1 + n_win * w, :].reshape(b, n_win, w, -1).amax(dim=2)
@@ -166,7 +177,8 @@ def random_windows(window_doc: np.ndarray, n: int, seed: int) -> list[int]:
 
 def _gather(model: Any, dictionaries: Sequence[tuple[str, Dictionary]], tokens: np.ndarray,
             pairs: list[tuple[np.ndarray, np.ndarray]], shared: list[int], w: int, n_win: int,
-            config: ExplainConfig, device: torch.device) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            config: ExplainConfig, device: torch.device,
+            source: ActivationSource | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Pass 2: token activations of the chosen (window, feature) pairs `[n_pairs, W]` and of the
     shared random windows for every feature `[n_shared, W, d_sae]`, per dictionary."""
     hooks = [d.metadata.hook_name for _, d in dictionaries]
@@ -181,7 +193,7 @@ def _gather(model: Any, dictionaries: Sequence[tuple[str, Dictionary]], tokens: 
     for batch in tqdm(_batches(rows, config.contexts_per_batch), desc="fragments: read", disable=not config.progress):
         local = np.full(tokens.shape[0], -1, dtype=np.int64)
         local[batch] = np.arange(len(batch))
-        raw = multi_hook_activations(model, torch.as_tensor(tokens[batch]).to(_model_device(model)), hooks)
+        raw = _activations(model, tokens, batch, hooks, source)
         for k, acts in enumerate(_encode(dictionaries, raw, device)):
             win, feat = pairs[k]
             sel = np.nonzero(local[win // n_win] >= 0)[0]
@@ -203,9 +215,12 @@ def collect_fragments(
     tokens: np.ndarray,
     doc_ids: Sequence[str],
     config: ExplainConfig | None = None,
+    activation_source: ActivationSource | None = None,
 ) -> list[DictionaryFragments]:
     """The fragments of every feature of `dictionaries` (id, dictionary of `model`) over contexts
-    `tokens [n, n_ctx]` (BOS at position 0) of documents `doc_ids [n]`, in the order given."""
+    `tokens [n, n_ctx]` (BOS at position 0) of documents `doc_ids [n]`, in the order given.
+    `activation_source(hooks, indices)` gives the hook tensors of contexts instead of the model (the
+    build's activation cache)."""
     config = config or ExplainConfig()
     if not dictionaries:
         raise ConfigError("no dictionary to explain")
@@ -219,7 +234,7 @@ def collect_fragments(
     w, n_win = window_layout(tokens.shape[1], config.fragment_tokens)
     _, doc_index = np.unique(np.asarray(list(doc_ids), dtype=object), return_inverse=True)
     window_doc = np.repeat(doc_index.reshape(-1), n_win)
-    maxima = _window_maxima(model, dictionaries, tokens, w, n_win, config, device)
+    maxima = _window_maxima(model, dictionaries, tokens, w, n_win, config, device, activation_source)
     choices = [_choose(m, window_doc, config) for m in maxima]
     shared = random_windows(window_doc, config.n_random, config.seed)
     pairs = []
@@ -227,7 +242,8 @@ def collect_fragments(
         win = [x for f in range(len(choice.top)) for x in choice.top[f] + choice.activating[f]]
         feat = [f for f in range(len(choice.top)) for _ in choice.top[f] + choice.activating[f]]
         pairs.append((np.asarray(win, dtype=np.int64), np.asarray(feat, dtype=np.int64)))
-    acts, shared_acts = _gather(model, dictionaries, tokens, pairs, shared, w, n_win, config, device)
+    acts, shared_acts = _gather(model, dictionaries, tokens, pairs, shared, w, n_win, config, device,
+                                activation_source)
     d_vocab = int(model.cfg.d_vocab)
     token_counts = np.bincount(tokens[:, 1:].reshape(-1), minlength=d_vocab)[:d_vocab]
     docs = [str(d) for d in doc_ids]

@@ -82,6 +82,10 @@ from saescope.pipeline.publish import (
     store_is_current,
 )
 from saescope.pipeline.validation import check_fits_model
+from saescope.interpret.config import ExplainConfig
+from saescope.pipeline.explain import explain_atlas
+from saescope.store.database import create_database
+from saescope.store.interpretability import explained_dictionaries
 from saescope.store.pages import ensure_feature_pages
 
 BUILD_REPORT_FILE = "build_report.json"
@@ -482,6 +486,32 @@ def _publish_step(b: _Build, builds: list[DictionaryBuild], store_url: str) -> b
 # --------------------------------------------------------------------------- the job
 
 
+def _explain_step(b: _Build, builds: list[DictionaryBuild], store_url: str, republished: bool) -> float | None:
+    """Explain and score every dictionary's features (LLM-free by default) when the store was
+    republished or lacks explanations; returns the seconds it took, None when skipped."""
+    step = b.config.explain
+    ids = [d.id for d in builds]
+    if step.explainer == "none" or not ids:
+        return None
+    db = create_database(store_url)
+    try:
+        missing = set(ids) - explained_dictionaries(db)
+    finally:
+        db.dispose()
+    if not republished and not missing:
+        return None
+    t0 = time.perf_counter()
+    config = ExplainConfig(n_contexts=step.n_contexts, seed=b.config.seed,
+                           device=str(resolve_device(b.config.device)))
+    if b.cache is not None and all(d.dictionary.metadata.hook_head_index is None for d in _dictionary_entries(b, builds)):
+        contexts, source = b.train.select(np.arange(min(step.n_contexts, len(b.train)))), b.cache.batch
+    else:
+        contexts, source = b.corpus.contexts("train", step.n_contexts, b.config.seed + 3), None
+    explain_atlas(b.layout.root, store_url, ids if republished else sorted(missing), step.explainer,
+                  list(step.scorers), config, model=b.model, contexts=contexts, activation_source=source)
+    return time.perf_counter() - t0
+
+
 def _check_config_against_hooks(config: BuildConfig) -> None:
     for plan in config.hooks:
         kinds = config.baselines_at(plan)
@@ -556,6 +586,9 @@ def build_atlas(atlas: str | Path, config: BuildConfig | None = None, store_url:
     t0 = time.perf_counter()
     reused_store = _publish_step(b, builds, layout.store_url(store_url))
     seconds["precompute"] = time.perf_counter() - t0
+    explain_seconds = _explain_step(b, builds, layout.store_url(store_url), republished=not reused_store)
+    if explain_seconds is not None:
+        seconds["explain"] = explain_seconds
     seconds["total"] = time.perf_counter() - t_start
 
     report = AtlasBuildReport(

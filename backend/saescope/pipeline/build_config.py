@@ -119,6 +119,20 @@ class HookPlan(BaseModel):
     baselines: list[Baseline] | None = Field(None, description="Baselines fitted here (None: BuildConfig.baselines).")
 
 
+class ExplainStep(BaseModel):
+    """The explain step: every feature of the atlas explained and scored after publishing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    explainer: Literal["lookup", "openai", "gguf", "none"] = Field(
+        "lookup", description="lookup (LLM-free), openai (an OpenAI-compatible endpoint: SAESCOPE_LLM_* "
+        "variables), gguf (a local GGUF chat model) or none (skip the step).")
+    scorers: list[Literal["simulation", "detection", "fuzzing"]] = Field(
+        ["simulation", "detection", "fuzzing"], description="Scorers run on each explanation.")
+    n_contexts: int = Field(1024, ge=1, description="Corpus contexts fragments are drawn from (with the "
+                            "activation cache: the first of the cached contexts, at most all of them).")
+
+
 class BuildConfig(BaseModel):
     """The whole offline job of `saescope build`. The defaults are the built-in demo."""
 
@@ -172,6 +186,7 @@ class BuildConfig(BaseModel):
     precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig, description="Precompute options.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N: model, training, "
                         "evaluation and precompute.")
+    explain: ExplainStep = Field(default_factory=ExplainStep, description="Explanations and scores.")
 
     @field_validator("hooks", mode="before")
     @classmethod
@@ -237,6 +252,7 @@ def builtin_tiny_preset(**overrides: Any) -> BuildConfig:
         eval_contexts=32,
         precompute_contexts=160,
         precompute=PrecomputeConfig(top_k=8, n_intervals=4, examples_per_interval=2, n_random=3),
+        explain=ExplainStep(n_contexts=160),
     )
     values.update(overrides)
     return BuildConfig(**values)
@@ -273,6 +289,7 @@ def smollm2_preset(**overrides: Any) -> BuildConfig:
         baseline_fit_tokens=32_768,
         eval_contexts=12,
         precompute_contexts=512,
+        explain=ExplainStep(n_contexts=512),
     )
     values.update(overrides)
     return BuildConfig(**values)

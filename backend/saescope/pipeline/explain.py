@@ -159,9 +159,16 @@ def explain_atlas(
     scorers: list[str],
     config: ExplainConfig | None = None,
     progress: bool = True,
+    model: Any | None = None,
+    contexts: Any | None = None,
+    activation_source: Any | None = None,
 ) -> ExplainReport:
     """Explain and score every feature of the atlas's ready dictionaries (all, or those named) and
-    store the results; resumes an interrupted run. Returns what was written."""
+    store the results; resumes an interrupted run. Returns what was written.
+
+    The build passes the `model` it holds and the `contexts` (`PackedContexts` of its own corpus) to
+    draw fragments from, with their cached activations (`activation_source`); otherwise the model is loaded from the store's record and contexts are drawn
+    from the offline corpus."""
     config = (config or ExplainConfig()).model_copy(update={"progress": progress})
     validate_choice(explainer, scorers)
     layout = AtlasLayout(root=Path(atlas))
@@ -193,7 +200,8 @@ def explain_atlas(
         try:
             for model_id in dict.fromkeys(briefs[s.id]["model_id"] for s in stored):
                 group = [s for s in stored if briefs[s.id]["model_id"] == model_id]
-                _explain_model(layout, reader, model_id, group, explainer, scorers, config, backend, report, db)
+                _explain_model(layout, reader, model_id, group, explainer, scorers, config, backend, report, db,
+                               model, contexts, activation_source)
         finally:
             if backend is not None:
                 report.llm_calls, report.llm_cache_hits = backend.stats.calls, backend.stats.cache_hits
@@ -209,16 +217,19 @@ def explain_atlas(
 
 def _explain_model(layout: AtlasLayout, reader: StoreReader, model_id: str, group: list[StoredDictionary],
                    explainer: str, scorers: list[str], config: ExplainConfig, backend: Any,
-                   report: ExplainReport, db: Any) -> None:
+                   report: ExplainReport, db: Any, model: Any | None = None, contexts: Any | None = None,
+                   activation_source: Any | None = None) -> None:
     t0 = time.perf_counter()
-    model = load_model(_model_location(reader, model_id, layout.root), config.device)
+    if model is None:
+        model = load_model(_model_location(reader, model_id, layout.root), config.device)
     loaded = []
     for s in group:
         if not s.weights_path:
             raise ConfigError(f"dictionary {s.id!r} has no weights folder to explain it from")
         loaded.append((s.id, load_dictionary(layout.root / s.weights_path)))
-    contexts = explain_contexts(model, config.n_contexts, config.context_seed)
-    frag_sets = collect_fragments(model, loaded, contexts.tokens, contexts.doc_ids, config)
+    if contexts is None:
+        contexts = explain_contexts(model, config.n_contexts, config.context_seed)
+    frag_sets = collect_fragments(model, loaded, contexts.tokens, contexts.doc_ids, config, activation_source)
     report.timings["fragments"] = report.timings.get("fragments", 0.0) + time.perf_counter() - t0
     vocab = vocab_strings(model)
     for s, frags in zip(group, frag_sets):

@@ -115,6 +115,14 @@ def has_interpret_tables(db: Engine) -> bool:
     return set(INTERPRET_TABLES) <= names
 
 
+def explained_dictionaries(db: Engine) -> set[str]:
+    """Ids of the dictionaries an explain run has written (empty for a store without the tables)."""
+    if not has_interpret_tables(db):
+        return set()
+    with db.connect() as conn:
+        return {r[0] for r in conn.execute(select(InterpretRunRow.__table__.c.dictionary_id))}
+
+
 def explanation_scores(conn: Any, explanation_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
     """Scores of the given explanations, by explanation id, in scorer/variant order."""
     if not explanation_ids:
