@@ -78,7 +78,9 @@ def _build_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["hooks"], out["saes"] = [], []
     if args.baselines is not None:
         out["baselines"] = [b for b in args.baselines.split(",") if b]
-    for flag, key in (("tokens", "sae_tokens"), ("seed", "seed"), ("device", "device"),
+    if args.explainer is not None:
+        out["explain"] = {"explainer": args.explainer}
+    for flag, key in (("tokens", "sae_tokens"), ("seed", "seed"), ("device", "device"), ("nproc", "nproc"),
                       ("max_norm_ratio", "max_norm_ratio")):
         if getattr(args, flag) is not None:
             out[key] = getattr(args, flag)
@@ -452,6 +454,10 @@ def _add_build(add: _Adder) -> None:
     p.add_argument("--max-norm-ratio", dest="max_norm_ratio", type=float, default=None, metavar="R",
                    help="leave training rows above R times the median norm (massive activations) out of SAE training")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--explainer", default=None, choices=("lookup", "openai", "gguf", "none"),
+                   help="explain every feature after publishing with this explainer (default lookup; none skips)")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train each hook's SAE sweep on N processes (torch.distributed, gloo): the same weights as one")
     p.add_argument("--print-config", dest="print_config", action="store_true",
                    help="print the resolved config as JSON and stop")
     p.add_argument("--device", default=None, help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")

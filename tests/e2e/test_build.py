@@ -240,3 +240,21 @@ def test_bfloat16_build_flags_massive_rows_and_records_them(tmp_path: Path, tiny
     with sqlite3.connect(root / "atlas.db") as conn:
         (provenance,) = conn.execute("select provenance from dictionaries where id = 'relu-32'").fetchone()
     assert json.loads(provenance)["massive_rows_excluded"] == notes["massive_rows_excluded"]
+
+
+def test_two_ranks_train_the_same_saes_as_one_process(tmp_path: Path, tiny_llama_folder: Path,
+                                                      text_folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    import torch
+
+    weights = {}
+    for nproc in (1, 2):
+        root = tmp_path / f"atlas{nproc}"
+        assert main(["build", "--model", str(tiny_llama_folder), "--corpus", str(text_folder), "--hook", RESID,
+                     "--architecture", "topk", "--d-sae", "32", "--k", "4", "--baselines", "", "--explainer", "none",
+                     "--nproc", str(nproc), "--atlas", str(root), *_tiny_options()]) == 0
+        weights[nproc] = load_file(root / "dictionaries" / "topk-32" / "sae_weights.safetensors")
+    assert weights[1].keys() == weights[2].keys()
+    for name in weights[1]:
+        torch.testing.assert_close(weights[2][name], weights[1][name], atol=1e-5, rtol=1e-4)

@@ -43,6 +43,7 @@ from saescope.dictionaries.saelens_format import load_dictionary
 from saescope.dictionaries.training import SAETrainingConfig, TrainingResult
 from saescope.dictionaries.training_checkpoint import checkpoint_configs, remove_checkpoint
 from saescope.dictionaries.training_file import MassiveRowFilter, without_massive_rows
+from saescope.dictionaries.distributed import train_distributed
 from saescope.dictionaries.training_stream import train_saes_from_chunks
 from saescope.errors import ConfigError
 from saescope.lm.builtin import LMBuildReport, build_builtin_lm
@@ -86,6 +87,7 @@ from saescope.interpret.config import ExplainConfig
 from saescope.pipeline.explain import explain_atlas
 from saescope.store.database import create_database
 from saescope.store.interpretability import explained_dictionaries
+from saescope.ranks import current_ranks
 from saescope.store.pages import ensure_feature_pages
 
 BUILD_REPORT_FILE = "build_report.json"
@@ -276,6 +278,28 @@ def _checkpoint_dir(b: _Build, hook: str) -> Path:
     return root if len(b.config.hooks) <= 1 else root / hook.replace(".", "_")
 
 
+def train_sweep_on_rank(cache_folder: str, hook: str, configs: list[dict[str, Any]], max_norm_ratio: float | None,
+                       metadata: dict[str, Any], checkpoint_dir: str, checkpoint_every: int) -> None:
+    """One rank's part of a hook's SAE sweep over the activation cache in `cache_folder` (a module-level
+    function, so `train_distributed` can start it on every rank); rank 0 keeps the final checkpoint."""
+    trainers = [SAETrainingConfig(**c) for c in configs]
+    chunk_tokens = max(trainers[0].shuffle_buffer_tokens, trainers[0].batch_size)
+    source = ContextCache.open(cache_folder).chunks(hook, chunk_tokens, trainers[0].seed, rows=trainers[0].tokens)
+    train_saes_from_chunks(trainers, without_massive_rows(source, max_norm_ratio), DictionaryMetadata(**metadata),
+                           progress=current_ranks().is_main, checkpoint_dir=checkpoint_dir,
+                           checkpoint_every=checkpoint_every, keep_checkpoint=True)
+
+
+def _train_on_ranks(b: _Build, hook: str, trainers: list[SAETrainingConfig], checkpoint_dir: Path) -> None:
+    """Train the sweep data-parallel on `config.nproc` ranks; the caller then reads the result from its
+    final checkpoint (a resumed run of a finished sweep returns at once)."""
+    if b.cache is None:
+        raise ConfigError("nproc > 1 trains from the activation cache: set activation_cache to 'auto' or 'always'")
+    train_distributed(train_sweep_on_rank, str(b.cache.folder), hook, [t.model_dump() for t in trainers],
+                      b.config.max_norm_ratio, b.metadata(hook).model_dump(), str(checkpoint_dir),
+                      b.config.sae_checkpoint_every_tokens, nproc=b.config.nproc)
+
+
 def _train_missing_saes(b: _Build, hook: str, missing: list[SAESpec]) -> list[DictionaryBuild]:
     """Train the missing SAEs of `hook` together in one pass over its activations, then evaluate them.
 
@@ -288,13 +312,16 @@ def _train_missing_saes(b: _Build, hook: str, missing: list[SAESpec]) -> list[Di
     saved = checkpoint_configs(checkpoint_dir)  # an interrupted run of a larger sweep: continue it
     if saved is not None and all(c in saved for c in trainer_configs):
         trainer_configs = saved
+    if config.nproc > 1:
+        _train_on_ranks(b, hook, trainer_configs, checkpoint_dir)  # leaves the finished sweep's checkpoint
     source = b.sae_source(hook, trainer_configs[0])
     results: list[TrainingResult] = train_saes_from_chunks(
         trainer_configs, source, b.metadata(hook), progress=True, checkpoint_dir=checkpoint_dir,
         checkpoint_every=config.sae_checkpoint_every_tokens, keep_checkpoint=True,
     )
     train_seconds = time.perf_counter() - started
-    massive = source.excluded if isinstance(source, MassiveRowFilter) else None
+    # rows left out are counted as chunks are read: not here when the ranks read them
+    massive = source.excluded if isinstance(source, MassiveRowFilter) and config.nproc == 1 else None
     chosen = [next(r for r in results if r.config == _trainer_config(spec, config)) for spec in missing]
     names = [b.dictionary_id(hook, spec.name) for spec in missing]
     t0 = time.perf_counter()
@@ -421,7 +448,7 @@ def _cache_step(b: _Build) -> None:
     c = b.config
     hooks = [h.name for h in c.hooks] + [load_dictionary(Path(f)).metadata.hook_name for f in c.sae_folders]
     use = c.activation_cache == "always" or (c.activation_cache == "auto" and (
-        len(set(hooks)) > 1 or not c.model.is_builtin))
+        len(set(hooks)) > 1 or not c.model.is_builtin or c.nproc > 1))
     if not use or not hooks:
         return
     b.cache = ContextCache.build(b.model, b.train.tokens, list(dict.fromkeys(hooks)), b.layout.work_dir / "activations",

@@ -187,6 +187,8 @@ class BuildConfig(BaseModel):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N: model, training, "
                         "evaluation and precompute.")
     explain: ExplainStep = Field(default_factory=ExplainStep, description="Explanations and scores.")
+    nproc: int = Field(1, ge=1, description="Processes (torch.distributed ranks, gloo on CPU) that train each "
+                       "hook's SAE sweep data-parallel over the activation cache; the same weights as one process.")
 
     @field_validator("hooks", mode="before")
     @classmethod
