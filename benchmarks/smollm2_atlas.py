@@ -74,7 +74,7 @@ def main() -> None:
     print(f"wall clock: {wall:.0f} s")
     quoted = {}
     for d in report.dictionaries:
-        if d.kind == "sae" and d.id.endswith(("topk-4608", "relu-4608")) and "L8R" in d.id:
+        if d.kind == "sae" and d.id in ("L10R-topk-4608", "L10R-relu-4608", "L10M-topk-4608"):
             quoted[d.id] = example_features(args.atlas, d.id, args.examples)
     for name, feats in quoted.items():
         print(f"\n== {name}")

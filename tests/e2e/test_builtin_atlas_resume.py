@@ -22,7 +22,8 @@ from saescope.dictionaries.training_checkpoint import CHECKPOINT_FILE, read_chec
 
 pytestmark = pytest.mark.slow
 
-CONFIG = dict(sae_tokens=30_000, sae_shuffle_buffer_tokens=2_048, sae_checkpoint_every_tokens=4_096)
+CONFIG = dict(sae_tokens=30_000, sae_shuffle_buffer_tokens=2_048, sae_checkpoint_every_tokens=4_096,
+              explain={"explainer": "none"})
 
 # The child builds the atlas with every SAE step slowed down, so it is killed mid-training.
 

@@ -25,7 +25,7 @@ function explanationsBlock(detail) {
   if (!detail.explanations.length) return null;
   return h('section', { class: 'explanations' },
     h('h3', {}, 'Explanations'),
-    h('table', { class: 'data compact' },
+    h('div', { class: 'table-wrap' }, h('table', { class: 'data compact' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Explanation'), h('th', {}, 'Method'),
         h('th', { class: 'num', title: 'Correlation of simulated vs true activations on top and random examples' }, 'top+random'),
         h('th', { class: 'num' }, 'top'), h('th', { class: 'num' }, 'random'),
@@ -38,7 +38,7 @@ function explanationsBlock(detail) {
         scoreCell(e, 'simulation', 'top', e.score_top),
         scoreCell(e, 'simulation', 'random', e.score_random),
         scoreCell(e, 'detection', 'balanced_accuracy'),
-        scoreCell(e, 'fuzzing', 'balanced_accuracy'))))));
+        scoreCell(e, 'fuzzing', 'balanced_accuracy')))))));
 }
 
 /** One score of an explanation: its value, or NaN / failed with the reason on hover; the scorer's version in the title. */
