@@ -152,8 +152,9 @@ class BuildConfig(BaseModel):
         ],
         description="SAEs trained at every hook point (unless a hook lists its own), together in one pass.",
     )
-    sae_folders: list[Path] = Field(default_factory=list, description="SAELens / sparsify folders to import "
-                                    "(their cfg.json names the hook point; sparsify folders need one).")
+    sae_folders: list[Path] = Field(default_factory=list, description="SAELens folders to import (their cfg.json "
+                                    "names the hook point); convert a sparsify folder first with `saescope import-sae "
+                                    "PATH --hook-name H --out DIR`.")
     sae_tokens: int = Field(2_000_000, ge=1, description="Training tokens (activation vectors) per SAE.")
     activation_tokens: int | None = Field(
         None, ge=1, description="Tokens of training text the model runs over (None: sae_tokens). Below "
